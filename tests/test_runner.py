@@ -47,6 +47,18 @@ def test_unknown_recipe_is_an_error(tmp_path, tiny_model_dir):
         load_config(_config(tmp_path, tiny_model_dir, recipes=["sft", "no_such_recipe"]))
 
 
+def test_target_training_overrides_the_top_level(tmp_path, tiny_model_dir):
+    target = {"model": str(tiny_model_dir), "peers": [], "training": {"learning_rate": 2e-5}}
+    config = load_config(_config(tmp_path, tiny_model_dir, targets=[target]))
+    merged = config.training_for(config.targets[0])
+    assert merged["learning_rate"] == 2e-5 and merged["max_steps"] == 2 and merged["seed"] == 0
+
+    target["training"] = {"learnin_rate": 2e-5}
+    with pytest.raises(InputError) as info:
+        load_config(_config(tmp_path, tiny_model_dir, targets=[target]))
+    assert info.value.field == "targets[0].training.learnin_rate" and "unknown key" in str(info.value)
+
+
 def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monkeypatch):
     path = _config(tmp_path, tiny_model_dir)
     run_dir = tmp_path / "run"

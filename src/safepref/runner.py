@@ -36,6 +36,8 @@ class TargetSpec(_Strict):
     stronger: str | None = Field(models.STRONGER_MODEL, description="source of the `stronger` alias")
     peers: list[str] = Field(default_factory=lambda: ["gemma3-270m"], description="sources of the `peers` alias")
     recipes: list[str] | None = Field(None, description="configurations for this target (default: the top-level list)")
+    training: dict[str, Any] = Field(default_factory=dict,
+                                     description="DPOTrainingConfig fields for this target, over the top-level ones")
 
 
 class PromptSpec(_Strict):
@@ -97,6 +99,10 @@ class ExperimentConfig(_Strict):
     def recipes_for(self, target: TargetSpec) -> list[str]:
         return target.recipes if target.recipes is not None else self.recipes
 
+    def training_for(self, target: TargetSpec) -> dict[str, Any]:
+        # a bigger model wants a gentler learning rate than a small one: targets may override any field
+        return {"seed": self.seed, **self.training, **target.training}
+
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML; errors name the file and the offending key."""
@@ -109,10 +115,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
         for recipe in config.recipes_for(target):
             if recipe != SFT:
                 load_recipe(recipe)
-    try:
-        DPOTrainingConfig(**config.training)
-    except (TypeError, ValidationError) as error:
-        raise InputError(f"bad training settings ({str(error).splitlines()[0]})", path=path, field="training") from None
+    for index, target in enumerate(config.targets):
+        field = f"targets[{index}].training" if target.training else "training"
+        try:
+            DPOTrainingConfig(**config.training_for(target))
+        except ValidationError as error:
+            problem = error.errors()[0]
+            key = ".".join(str(part) for part in problem["loc"])
+            reason = "unknown key" if problem["type"] == "unexpected_keyword_argument" else problem["msg"].lower()
+            raise InputError(f"bad training setting: {reason}", path=path,
+                             field=f"{field}.{key}" if key else field) from None
     return config
 
 
@@ -288,7 +300,7 @@ class Run:
 
         from safepref.train import DPOTrainingConfig, train_dpo
 
-        config = DPOTrainingConfig(**{"seed": self.config.seed, **self.config.training})
+        config = DPOTrainingConfig(**self.config.training_for(target))
         key = fingerprint(target.model, file_fingerprint(pairs_path), asdict(config))
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"

@@ -49,7 +49,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from safepref.errors import InputError
@@ -64,7 +64,7 @@ DYNAMICS_FILE = "dynamics.jsonl"
 PLOT_FILE = "dynamics.png"
 
 
-@dataclass
+@dataclass(config=ConfigDict(extra="forbid"))  # a misspelt setting is an error, not a silent default
 class DPOTrainingConfig:
     """Everything that shapes a DPO run. Defaults work on a 2-core CPU with SmolLM2-135M."""
 
