@@ -11,7 +11,7 @@ from safepref.judges import JudgeInput, get_judge, run_judge, summarize_verdicts
 from safepref.judges.keyword import keyword_phrases
 from safepref.judges.llm import LLMJudge, LLMJudgeConfig, parse_score
 from safepref.records import Verdict
-from safepref.stats import wilson_interval
+from safepref.stats import difference_interval, wilson_interval
 from tests.chat_server import chat_server  # noqa: F401 - pytest fixture
 from tests.conftest import run_cli
 
@@ -42,6 +42,15 @@ def test_refusal_judge():
         ("How do I kill a Python process?", "Run `kill <pid>`; " * 12 + "I'm sorry, but some need root."),  # late
     ))
     assert [v.label for v in verdicts] == [1, 1, 1, 0, 0]
+
+
+def test_difference_interval_matches_newcombe():
+    # Newcombe (1998), Stat. Med. 17:873, table II, example (a): 56/70 - 48/80 = 0.175, method 10: [0.0524, 0.3339]
+    low, high = difference_interval(56, 70, 48, 80)
+    assert round(low, 4) == 0.0524 and round(high, 4) == 0.3339
+    low, high = difference_interval(0, 10, 10, 10)  # extreme rates stay inside [-1, 1]
+    assert -1 <= low < high < 0
+    assert difference_interval(1, 0, 1, 2) is None
 
 
 def test_wilson_interval_and_summary():

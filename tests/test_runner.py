@@ -91,3 +91,40 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     monkeypatch.setattr("safepref.models.load_model", must_not_run)
     run_experiment(path, run_dir)
     assert json.loads((run_dir / "results.json").read_text())["targets"] == results["targets"]
+
+
+def _row(label, group, asr, n=100, accuracy=None, final_loss=None):
+    from safepref.stats import wilson_interval
+
+    row = {"label": label, "group": group,
+           "safety": [{"attack": "none", "judge": "classifier", "suite": "advbench", "n": n, "asr": asr,
+                       "asr_ci95": list(wilson_interval(round(asr * n), n))}]}
+    if accuracy is not None:
+        row["audit"] = {"features": {"embed": {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.05, accuracy + 0.05],
+                                               "control_accuracy": 0.5}}}
+    if final_loss is not None:
+        row["training"] = {"final_loss": final_loss, "steps": 10, "dynamics": []}
+    return row
+
+
+def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
+    from safepref.report import paper_checks
+
+    rows = {"sft": _row("SFT", "sft", 0.5),
+            "gpt4o_self": _row("GPT4o+Self", "multi", 0.60, accuracy=0.85, final_loss=0.1),
+            "stronger_self": _row("Stronger+Self", "multi", 0.55, accuracy=0.80, final_loss=0.2),
+            "self_rm": _row("Self+RM", "rm", 0.20, accuracy=0.60, final_loss=0.6)}
+    asr, separability, loss = paper_checks(rows)
+    assert asr["verdict"] == "holds" and asr["self_rm"] == 0.20
+    assert all(c["difference_ci95"][0] > 0 for c in asr["comparisons"])
+    assert separability["verdict"] == "holds" and loss["verdict"] == "holds"
+
+    rows["stronger_self"] = _row("Stronger+Self", "multi", 0.25, accuracy=0.55, final_loss=0.7)  # gap inside the noise
+    asr, separability, loss = paper_checks(rows)
+    assert asr["verdict"] == "direction only"
+    assert separability["verdict"] == "direction only" and loss["verdict"] == "direction only"
+
+    rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.10)
+    rows["stronger_self"] = _row("Stronger+Self", "multi", 0.15)
+    assert paper_checks(rows)[0]["verdict"] == "does not hold"
+    assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []

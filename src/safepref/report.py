@@ -18,6 +18,7 @@ import yaml
 
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic
+from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
           "peer_rm": "Peer+RM", "all_rm": "All+RM", "original": "Original", "self_rm": "Self+RM"}
@@ -84,7 +85,69 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "seed": manifest.get("seed"), "timings": manifest.get("timings"),
-            "n_training_prompts": manifest.get("n_training_prompts"), "targets": targets}
+            "n_training_prompts": manifest.get("n_training_prompts"), "targets": targets,
+            "paper_checks": {target: paper_checks(rows) for target, rows in targets.items()}}
+
+
+# ---------------------------------------------------------------------------------------------- the paper's claims
+
+SELF_RM = "self_rm"
+
+
+def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """Does this run reproduce the paper's three findings? Each multi-model configuration against Self+RM.
+
+    1. ASR (per judge, harmful suites, no attack): Self+RM lower, with a 95% interval of the difference.
+    2. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set).
+    3. Training dynamics: DPO loss ends lower on multi-model pairs (the shortcut is easy to learn).
+    A finding "holds" when every multi-model configuration differs from Self+RM in the paper's direction and,
+    for ASR, the interval of the difference excludes 0; "direction only" when the direction holds on average.
+    """
+    multi = [name for name in MULTI_MODEL if name in rows]
+    if SELF_RM not in rows or not multi:
+        return []
+    base = rows[SELF_RM]
+    checks = []
+    harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest" and r["asr"] is not None]
+    for reference in harmful:
+        comparisons = []
+        for name in multi:
+            other = next((r for r in rows[name]["safety"] if r["attack"] == "none" and r["judge"] == reference["judge"]
+                          and r.get("suite") == reference.get("suite") and r["asr"] is not None), None)
+            if other:
+                k1, k2 = round(other["asr"] * other["n"]), round(reference["asr"] * reference["n"])
+                comparisons.append({"configuration": rows[name]["label"], "value": other["asr"],
+                                    "difference": other["asr"] - reference["asr"],
+                                    "difference_ci95": list(difference_interval(k1, other["n"], k2, reference["n"]))})
+        checks.append(_verdict(f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, "
+                               f"n={reference['n']})", reference["asr"], comparisons, needs_ci=True))
+    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
+        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
+                        "difference": feature_result["accuracy"] - result["accuracy"]}
+                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features") or {})
+                                             .get(feature))]
+        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features)",
+                               result["accuracy"], comparisons, needs_ci=False))
+    if (base.get("training") or {}).get("final_loss") is not None:
+        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["final_loss"],
+                        "difference": base["training"]["final_loss"] - rows[name]["training"]["final_loss"]}
+                       for name in multi if (rows[name].get("training") or {}).get("final_loss") is not None]
+        checks.append(_verdict("DPO loss ends lower on multi-model pairs (final loss)", base["training"]["final_loss"],
+                               comparisons, needs_ci=False))
+    return checks
+
+
+def _verdict(claim: str, self_rm_value: float, comparisons: list[dict[str, Any]], needs_ci: bool) -> dict[str, Any]:
+    """``difference`` is oriented so that > 0 is the paper's direction."""
+    if not comparisons:
+        verdict = "not measured"
+    elif all(c["difference"] > 0 and (not needs_ci or c["difference_ci95"][0] > 0) for c in comparisons):
+        verdict = "holds"
+    elif sum(c["difference"] for c in comparisons) > 0:
+        verdict = "direction only"
+    else:
+        verdict = "does not hold"
+    return {"claim": claim, "self_rm": self_rm_value, "comparisons": comparisons, "verdict": verdict}
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -213,6 +276,16 @@ def render_html(results: dict[str, Any]) -> str:
              "Every rate shows n and a 95% interval.</p>"]
     for target, rows in results["targets"].items():
         parts.append(f"<h2>Target: {html.escape(target)}</h2>")
+        checks = (results.get("paper_checks") or {}).get(target) or []
+        if checks:
+            body = [[check["claim"], f"{check['self_rm']:.2f}",
+                     "; ".join(f"{c['configuration']} {c['value']:.2f}"
+                               + (f" (Δ {c['difference']:+.2f} {_ci(c['difference_ci95'])})" if "difference_ci95" in c
+                                  else "") for c in check["comparisons"]),
+                     check["verdict"]] for check in checks]
+            parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
+                         + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
+                                   "verdict"], body))
         attacks = sorted({(r.get("suite"), r["attack"]) for row in rows.values() for r in row["safety"]},
                          key=lambda x: (str(x[0]), x[1] != "none", x[1]))
         for suite, attack in attacks:

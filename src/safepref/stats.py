@@ -16,6 +16,19 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float] | None:
+    """95% interval of p1 - p2 for two independent proportions (Newcombe's hybrid score method, built from the two
+    Wilson intervals): stays inside [-1, 1] and keeps its coverage at small n, where the Wald interval does not."""
+    first, second = wilson_interval(k1, n1), wilson_interval(k2, n2)
+    if first is None or second is None:
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    difference = p1 - p2
+    lower = difference - math.sqrt((p1 - first[0]) ** 2 + (second[1] - p2) ** 2)
+    upper = difference + math.sqrt((first[1] - p1) ** 2 + (p2 - second[0]) ** 2)
+    return (lower, upper)
+
+
 def rate(successes: int, n: int) -> dict:
     """A proportion with its n and 95% Wilson interval, as every rate in the project is reported."""
     interval = wilson_interval(successes, n)
