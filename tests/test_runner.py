@@ -75,6 +75,11 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     page = (run_dir / "report.html").read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
+    summary = (run_dir / "summary.md").read_text().splitlines()
+    assert "| configuration | ASR keyword, advbench (n=4) | final DPO loss (steps) |" in summary
+    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
+    assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
+    assert len(results["paper_checks"][tiny_model_dir.name]) == 2  # ASR (one judge) and final loss
     if shutil.which("chromium"):  # the page really renders in a browser (Debian's chromium; CI installs it)
         sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
         from screenshot_report import is_blank, screenshot
@@ -100,11 +105,20 @@ def _row(label, group, asr, n=100, accuracy=None, final_loss=None):
            "safety": [{"attack": "none", "judge": "classifier", "suite": "advbench", "n": n, "asr": asr,
                        "asr_ci95": list(wilson_interval(round(asr * n), n))}]}
     if accuracy is not None:
-        row["audit"] = {"features": {"embed": {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.05, accuracy + 0.05],
-                                               "control_accuracy": 0.5}}}
+        probe = {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.05, accuracy + 0.05], "control_accuracy": 0.5}
+        row["audit"] = {"n_pairs": 40, "features": {"embed": probe}}
     if final_loss is not None:
         row["training"] = {"final_loss": final_loss, "steps": 10, "dynamics": []}
     return row
+
+
+def test_rate_of_one_draws_without_a_negative_error_bar():
+    from safepref.report import asr_figure, separability_figure
+
+    rows = {"sft": _row("SFT", "sft", 1.0), "gpt4o_self": _row("GPT4o+Self", "multi", 1.0, accuracy=0.9),
+            "self_rm": _row("Self+RM", "rm", 0.97, n=33, accuracy=0.6)}
+    assert asr_figure("t", rows, "none", "advbench").startswith("data:image/png;base64,")
+    assert separability_figure("t", rows, "classifier", "embed").startswith("data:image/png;base64,")
 
 
 def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():

@@ -162,6 +162,11 @@ def _figure_to_data_uri(figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _error_bar(value: float, low: float, high: float) -> list[list[float]]:
+    # a rate of exactly 1 has a Wilson upper bound a rounding error below 1: matplotlib refuses negative bar lengths
+    return [[max(0.0, value - low)], [max(0.0, high - value)]]
+
+
 def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> str | None:
     """Bars of ASR per configuration, one bar per judge, 95% Wilson intervals, n under each label."""
     import matplotlib
@@ -186,7 +191,7 @@ def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> st
             low, high = result["asr_ci95"]
             axis.bar(i + (j - (len(judges) - 1) / 2) * width, result["asr"], width,
                      color=GROUP_COLORS[rows[name]["group"]], hatch=JUDGE_HATCH[j % 4], edgecolor="black",
-                     yerr=[[result["asr"] - low], [high - result["asr"]]], capsize=3,
+                     yerr=_error_bar(result["asr"], low, high), capsize=3,
                      label=judge if i == 0 else None)
     n_values = {r["n"] for c in configurations for r in rows[c]["safety"] if r["attack"] == attack}
     axis.set_xticks(range(len(configurations)))
@@ -219,8 +224,8 @@ def separability_figure(target: str, rows: dict[str, Any], judge: str, feature: 
     for _name, row, audit, asr in points:
         x_low, x_high = audit["accuracy_ci"]
         y_low, y_high = asr["asr_ci95"]
-        axis.errorbar(audit["accuracy"], asr["asr"], xerr=[[audit["accuracy"] - x_low], [x_high - audit["accuracy"]]],
-                      yerr=[[asr["asr"] - y_low], [y_high - asr["asr"]]], fmt="o", color=GROUP_COLORS[row["group"]],
+        axis.errorbar(audit["accuracy"], asr["asr"], xerr=_error_bar(audit["accuracy"], x_low, x_high),
+                      yerr=_error_bar(asr["asr"], y_low, y_high), fmt="o", color=GROUP_COLORS[row["group"]],
                       capsize=3)
         axis.annotate(row["label"], (audit["accuracy"], asr["asr"]), textcoords="offset points", xytext=(5, 5),
                       fontsize=8)
@@ -359,14 +364,77 @@ def render_html(results: dict[str, Any]) -> str:
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def _metric_of(rows: dict[str, Any], task: str) -> str:
+    return next((row["general"][task]["metric"] for row in rows.values() if row.get("general") and task in row["general"]),
+                "")
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The headline table per target (a row per configuration) and the paper checks, for a README or an issue."""
+    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, seed {results.get('seed')}"]
+    for target, rows in results["targets"].items():
+        harm = sorted({(r.get("suite"), r["judge"]) for row in rows.values() for r in row["safety"]
+                       if r["attack"] == "none" and r.get("suite") != "xstest"}, key=str)
+        refusal = sorted({(r.get("suite"), r["measure"]) for row in rows.values() for r in row["refusal"]
+                          if r["attack"] == "none"}, key=str)
+        features = sorted({f for row in rows.values() if row.get("audit") for f in row["audit"]["features"]})
+        tasks = sorted({t for row in rows.values() if row.get("general") for t in row["general"]})
+        n_of = {}
+        for row in rows.values():
+            for r in row["safety"]:
+                n_of.setdefault((r.get("suite"), r["judge"]), r["n"])
+            for r in row["refusal"]:
+                n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
+        header = ([f"ASR {judge}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
+                  + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
+                  + [f"probe accuracy, {feature}" for feature in features] + ["final DPO loss (steps)"]
+                  + [f"{task} {_metric_of(rows, task)}" for task in tasks])
+        lines += ["", f"## {target}", "", "| configuration | " + " | ".join(header) + " |",
+                  "|---" * (len(header) + 1) + "|"]
+        for row in rows.values():
+            cells = []
+            for suite, judge in harm:
+                found = next((r for r in row["safety"] if r["attack"] == "none" and r["judge"] == judge
+                              and r.get("suite") == suite and r["asr"] is not None), None)
+                cells.append(f"{found['asr']:.2f} {_ci(found['asr_ci95'])}" if found else "–")
+            for suite, measure in refusal:
+                found = next((r for r in row["refusal"] if r["attack"] == "none" and r["measure"] == measure
+                              and r.get("suite") == suite and r["rate"] is not None), None)
+                cells.append(f"{found['rate']:.2f} {_ci(found['ci95'])}" if found else "–")
+            for feature in features:
+                found = ((row.get("audit") or {}).get("features") or {}).get(feature)
+                cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
+            training = row.get("training") or {}
+            cells.append(f"{training['final_loss']:.2f} ({training['steps']})" if training.get("final_loss") is not None
+                         else "–")
+            for task in tasks:
+                found = (row.get("general") or {}).get(task)
+                cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" if found and found["value"] is not None
+                             else "–")
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        checks = (results.get("paper_checks") or {}).get(target) or []
+        if checks:
+            lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
+            for check in checks:
+                detail = "; ".join(f"{c['configuration']} {c['value']:.2f}"
+                                   + (f" (gap {c['difference']:+.2f} {_ci(c['difference_ci95'])})"
+                                      if "difference_ci95" in c else "") for c in check["comparisons"])
+                lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {check['self_rm']:.2f}; {detail})")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: str | Path) -> dict[str, Any]:
-    """Write ``report.html`` and ``results.json`` into the run folder; returns their paths."""
+    """Write ``report.html``, ``summary.md`` and ``results.json`` into the run folder; returns their paths."""
     run_dir = Path(run_dir)
     results = collect_results(run_dir)
     results_path = write_json_atomic(run_dir / "results.json", results)
+    markdown_path = run_dir / "summary.md"
+    tmp = run_dir / ".summary.md.tmp"
+    tmp.write_text(render_markdown(results), encoding="utf-8")
+    tmp.replace(markdown_path)
     page = render_html(results)
     html_path = run_dir / "report.html"
     tmp = run_dir / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(html_path)
-    return {"report": str(html_path), "results": str(results_path)}
+    return {"report": str(html_path), "results": str(results_path), "summary": str(markdown_path)}

@@ -18,12 +18,17 @@ def register(app: typer.Typer) -> None:
         from safepref.runner import run_experiment
 
         paths = run_experiment(config, run_dir)
-        Console().print(f"report: {paths['report']}\nresults: {paths['results']}")
+        Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
     @app.command("report")
-    def report(run_dir: Path = typer.Argument(..., help="A run folder written by `safepref run`.")) -> None:
-        """(Re)write report.html and results.json for a run folder."""
+    def report(
+        run_dir: Path = typer.Argument(..., help="A run folder written by `safepref run`."),
+        markdown: bool = typer.Option(False, "--markdown", help="Also print the headline tables as Markdown."),
+    ) -> None:
+        """(Re)write report.html, summary.md and results.json for a run folder."""
         from safepref.report import write_report
 
         paths = write_report(run_dir)
-        Console().print(f"report: {paths['report']}\nresults: {paths['results']}")
+        if markdown:
+            print(Path(paths["summary"]).read_text(encoding="utf-8"))
+        Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
