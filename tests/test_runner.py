@@ -76,10 +76,10 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
     summary = (run_dir / "summary.md").read_text().splitlines()
-    assert "| configuration | ASR keyword, advbench (n=4) | final DPO loss (steps) |" in summary
+    assert "| configuration | ASR keyword, advbench (n=4) | probe accuracy, shallow | final DPO loss (steps) |" in summary
     assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
-    assert len(results["paper_checks"][tiny_model_dir.name]) == 2  # ASR (one judge) and final loss
+    assert len(results["paper_checks"][tiny_model_dir.name]) == 3  # ASR (one judge), separability, final loss
     if shutil.which("chromium"):  # the page really renders in a browser (Debian's chromium; CI installs it)
         sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
         from screenshot_report import is_blank, screenshot
