@@ -176,7 +176,8 @@ def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> st
 
     configurations = [c for c in rows if any(r["attack"] == attack and r.get("suite") == suite
                                              for r in rows[c]["safety"])]
-    judges = sorted({r["judge"] for c in configurations for r in rows[c]["safety"] if r["attack"] == attack})
+    judges = sorted({r["judge"] for c in configurations for r in rows[c]["safety"]
+                     if r["attack"] == attack and r.get("suite") == suite})
     if not configurations or not judges:
         return None
     figure, axis = plt.subplots(figsize=(1.1 * len(configurations) + 2.5, 3.8))
@@ -193,7 +194,8 @@ def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> st
                      color=GROUP_COLORS[rows[name]["group"]], hatch=JUDGE_HATCH[j % 4], edgecolor="black",
                      yerr=_error_bar(result["asr"], low, high), capsize=3,
                      label=judge if i == 0 else None)
-    n_values = {r["n"] for c in configurations for r in rows[c]["safety"] if r["attack"] == attack}
+    n_values = {r["n"] for c in configurations for r in rows[c]["safety"] if r["attack"] == attack
+                and r.get("suite") == suite}
     axis.set_xticks(range(len(configurations)))
     axis.set_xticklabels([rows[c]["label"] for c in configurations], rotation=20)
     axis.set_ylim(0, 1.05)
