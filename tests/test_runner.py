@@ -150,7 +150,9 @@ def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
     assert asr["verdict"] == "direction only"
     assert separability["verdict"] == "direction only" and loss["verdict"] == "direction only"
 
-    rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.10)
-    rows["stronger_self"] = _row("Stronger+Self", "multi", 0.15)
-    assert paper_checks(rows)[0]["verdict"] == "does not hold"
+    rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.19, accuracy=0.5, final_loss=0.9)
+    rows["stronger_self"] = _row("Stronger+Self", "multi", 0.20, accuracy=0.5, final_loss=0.9)  # a tie, not a reversal
+    assert [check["verdict"] for check in paper_checks(rows)] == ["no measurable difference", "reversed", "reversed"]
+    rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.05)
+    assert paper_checks(rows)[0]["verdict"] == "reversed"
     assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []

@@ -101,7 +101,8 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
     2. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set).
     3. Training dynamics: DPO loss ends lower on multi-model pairs (the shortcut is easy to learn).
     A finding "holds" when every multi-model configuration differs from Self+RM in the paper's direction and,
-    for ASR, the interval of the difference excludes 0; "direction only" when the direction holds on average.
+    for ASR, the interval of the difference excludes 0; "direction only" when the direction holds on average;
+    otherwise "reversed", or for ASR "no measurable difference" when no interval excludes 0 the other way.
     """
     multi = [name for name in MULTI_MODEL if name in rows]
     if SELF_RM not in rows or not multi:
@@ -145,8 +146,10 @@ def _verdict(claim: str, self_rm_value: float, comparisons: list[dict[str, Any]]
         verdict = "holds"
     elif sum(c["difference"] for c in comparisons) > 0:
         verdict = "direction only"
+    elif needs_ci and not any(c["difference_ci95"][1] < 0 for c in comparisons):
+        verdict = "no measurable difference"
     else:
-        verdict = "does not hold"
+        verdict = "reversed"
     return {"claim": claim, "self_rm": self_rm_value, "comparisons": comparisons, "verdict": verdict}
 
 
