@@ -76,7 +76,8 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
     summary = (run_dir / "summary.md").read_text().splitlines()
-    assert "| configuration | ASR keyword, advbench (n=4) | probe accuracy, shallow | final DPO loss (steps) |" in summary
+    header = "| configuration | ASR keyword, advbench (n=4) | probe accuracy, shallow | DPO loss, last quarter (steps) |"
+    assert header in summary
     assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
     assert len(results["paper_checks"][tiny_model_dir.name]) == 3  # ASR (one judge), separability, final loss
@@ -108,8 +109,17 @@ def _row(label, group, asr, n=100, accuracy=None, final_loss=None):
         probe = {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.05, accuracy + 0.05], "control_accuracy": 0.5}
         row["audit"] = {"n_pairs": 40, "features": {"embed": probe}}
     if final_loss is not None:
-        row["training"] = {"final_loss": final_loss, "steps": 10, "dynamics": []}
+        row["training"] = {"final_loss": final_loss, "late_loss": final_loss, "steps": 10, "dynamics": []}
     return row
+
+
+def test_late_loss_averages_the_last_quarter_of_steps():
+    from safepref.report import late_loss
+
+    dynamics = [{"step": i, "loss": loss} for i, loss in enumerate([0.69] * 9 + [0.3, 0.6, 0.0])]
+    assert abs(late_loss(dynamics) - 0.3) < 1e-9  # 12 steps: the last 3, not the lucky last one
+    assert abs(late_loss(dynamics * 2) - (0.69 * 3 + 0.9) / 6) < 1e-9  # 24 steps: the last 6
+    assert late_loss([{"step": 1, "grad_norm": 1.0}]) is None
 
 
 def test_rate_of_one_draws_without_a_negative_error_bar():

@@ -79,7 +79,8 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
                 dynamics_path = Path(training["dynamics"])
                 dynamics = [r for _, r in iter_jsonl(dynamics_path)] if dynamics_path.is_file() and \
                     dynamics_path.stat().st_size else []
-                row["training"] = {"final_loss": training.get("final_loss"), "steps": training.get("steps"),
+                row["training"] = {"final_loss": training.get("final_loss"), "late_loss": late_loss(dynamics),
+                                   "steps": training.get("steps"),
                                    "dynamics": dynamics}
             rows[name] = row
         targets[target] = rows
@@ -92,6 +93,16 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- the paper's claims
 
 SELF_RM = "self_rm"
+
+
+def late_loss(dynamics: list[dict[str, Any]]) -> float | None:
+    """Mean DPO loss over the last quarter of the steps (at least 3): one step's loss on a batch of 4 pairs swings
+    between 0.0 and 1.6 in a small run, too noisy to compare configurations by."""
+    losses = [r["loss"] for r in dynamics if r.get("loss") is not None]
+    if not losses:
+        return None
+    tail = losses[-max(3, len(losses) // 4):]
+    return sum(tail) / len(tail)
 
 
 def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
@@ -129,12 +140,12 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
                                              .get(feature))]
         checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features)",
                                result["accuracy"], comparisons, needs_ci=False))
-    if (base.get("training") or {}).get("final_loss") is not None:
-        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["final_loss"],
-                        "difference": base["training"]["final_loss"] - rows[name]["training"]["final_loss"]}
-                       for name in multi if (rows[name].get("training") or {}).get("final_loss") is not None]
-        checks.append(_verdict("DPO loss ends lower on multi-model pairs (final loss)", base["training"]["final_loss"],
-                               comparisons, needs_ci=False))
+    if (base.get("training") or {}).get("late_loss") is not None:
+        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
+                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
+                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
+        checks.append(_verdict("DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps)",
+                               base["training"]["late_loss"], comparisons, needs_ci=False))
     return checks
 
 
@@ -353,10 +364,11 @@ def render_html(results: dict[str, Any]) -> str:
         image = training_figure(target, rows)
         if image:
             trained = [[row["label"], row["training"]["steps"],
-                        "" if row["training"]["final_loss"] is None else f"{row['training']['final_loss']:.3f}"]
+                        "" if row["training"]["final_loss"] is None else f"{row['training']['final_loss']:.3f}",
+                        "" if row["training"].get("late_loss") is None else f"{row['training']['late_loss']:.3f}"]
                        for row in rows.values() if row.get("training")]
             parts.append("<h3>DPO training dynamics</h3>" + f'<img alt="training curves" src="{image}">'
-                         + _table(["configuration", "steps", "final loss"], trained))
+                         + _table(["configuration", "steps", "final loss", "mean loss, last quarter of steps"], trained))
     timings = results.get("timings") or {}
     parts.append("<h2>Run details</h2>" + _table(["step", "seconds"], [[k, v] for k, v in timings.items()]))
     parts.append("<h3>Versions</h3>" + _table(["package", "version"], list((results.get("versions") or {}).items())))
@@ -392,7 +404,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
         header = ([f"ASR {judge}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
                   + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
-                  + [f"probe accuracy, {feature}" for feature in features] + ["final DPO loss (steps)"]
+                  + [f"probe accuracy, {feature}" for feature in features] + ["DPO loss, last quarter (steps)"]
                   + [f"{task} {_metric_of(rows, task)}" for task in tasks])
         lines += ["", f"## {target}", "", "| configuration | " + " | ".join(header) + " |",
                   "|---" * (len(header) + 1) + "|"]
@@ -410,7 +422,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 found = ((row.get("audit") or {}).get("features") or {}).get(feature)
                 cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
             training = row.get("training") or {}
-            cells.append(f"{training['final_loss']:.2f} ({training['steps']})" if training.get("final_loss") is not None
+            cells.append(f"{training['late_loss']:.2f} ({training['steps']})" if training.get("late_loss") is not None
                          else "–")
             for task in tasks:
                 found = (row.get("general") or {}).get(task)
