@@ -95,8 +95,11 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     monkeypatch.setattr("safepref.train.train_dpo", must_not_run)
     monkeypatch.setattr("safepref.eval_safety.evaluate_safety", must_not_run)
     monkeypatch.setattr("safepref.models.load_model", must_not_run)
+    clock = iter(range(0, 10**6, 5))  # every cached step now seems to take 5 s: it must not replace the real timing
+    monkeypatch.setattr("safepref.runner.time.perf_counter", lambda: next(clock))
     run_experiment(path, run_dir)
-    assert json.loads((run_dir / "results.json").read_text())["targets"] == results["targets"]
+    rerun = json.loads((run_dir / "results.json").read_text())
+    assert rerun["targets"] == results["targets"] and rerun["timings"] == results["timings"]
 
 
 def _row(label, group, asr, n=100, accuracy=None, final_loss=None):

@@ -150,13 +150,21 @@ class Run:
         write_json_atomic(self.manifest_path, self.manifest)
 
     def _timed(self, label: str, work):
+        before = self._artifact_state()
         started = time.perf_counter()
         result = work()
         elapsed = round(time.perf_counter() - started, 1)
-        # a step served from cache takes ~0 s: keep the time of the run that did the work
-        if elapsed > 1 or label not in self.manifest["timings"]:
+        # a step served from cache writes nothing (though checking its key may take seconds): keep the time of the
+        # run that did the work
+        if self._artifact_state() != before or label not in self.manifest["timings"]:
             self.manifest["timings"][label] = elapsed
         return result
+
+    def _artifact_state(self) -> tuple[int, int]:
+        """(number of files, newest modification) under the run folder, the run's own summaries aside."""
+        own = {"manifest.json", "results.json", "report.html", "summary.md"}
+        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own]
+        return len(stamps), max(stamps, default=0)
 
     def _entry(self, target: str, configuration: str) -> dict[str, Any]:
         return self.manifest["targets"].setdefault(target, {}).setdefault(configuration, {})
