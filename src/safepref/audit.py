@@ -44,7 +44,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from safepref.errors import InputError
-from safepref.io import fingerprint, read_pairs, write_json_atomic
+from safepref.io import fingerprint, read_pairs, write_json_atomic, write_text_atomic
 from safepref.paths import safepref_home
 from safepref.progress import progress_bar
 from safepref.records import Message, Pair
@@ -583,8 +583,6 @@ def audit_pairs(pairs: list[Pair], config: AuditConfig, out_dir: str | Path | No
     summary["warnings"] = warnings
     if out is not None:
         text = "\n".join([f"overall: {worst['verdict']}", *lines, *(f"warning: {w}" for w in warnings)]) + "\n"
-        tmp = out / ".verdict.txt.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / "verdict.txt")
+        write_text_atomic(out / "verdict.txt", text)
         write_json_atomic(out / "audit.json", summary)
     return summary

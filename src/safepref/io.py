@@ -259,13 +259,18 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[BaseModel | dict[str, An
     return path
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a whole text file through a temp file and a rename: readers never see half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def to_json_line(row: BaseModel | dict[str, Any]) -> str:

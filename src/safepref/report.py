@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from safepref.errors import InputError
-from safepref.io import iter_jsonl, write_json_atomic
+from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
 from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
@@ -105,6 +105,18 @@ def late_loss(dynamics: list[dict[str, Any]]) -> float | None:
     return sum(tail) / len(tail)
 
 
+def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str = "none") -> dict[str, Any] | None:
+    return next((r for r in row["safety"] if r["attack"] == attack and r["judge"] == judge and r.get("suite") == suite
+                 and r["asr"] is not None), None)
+
+
+def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
+    text = f"{comparison['configuration']} {comparison['value']:.2f}"
+    if "difference_ci95" in comparison:
+        text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
+    return text
+
+
 def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
     """Does this run reproduce the paper's three findings? Each multi-model configuration against Self+RM.
 
@@ -124,8 +136,7 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
     for reference in harmful:
         comparisons = []
         for name in multi:
-            other = next((r for r in rows[name]["safety"] if r["attack"] == "none" and r["judge"] == reference["judge"]
-                          and r.get("suite") == reference.get("suite") and r["asr"] is not None), None)
+            other = _asr_result(rows[name], reference.get("suite"), reference["judge"])
             if other:
                 k1, k2 = round(other["asr"] * other["n"]), round(reference["asr"] * reference["n"])
                 comparisons.append({"configuration": rows[name]["label"], "value": other["asr"],
@@ -300,9 +311,7 @@ def render_html(results: dict[str, Any]) -> str:
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
             body = [[check["claim"], f"{check['self_rm']:.2f}",
-                     "; ".join(f"{c['configuration']} {c['value']:.2f}"
-                               + (f" (Δ {c['difference']:+.2f} {_ci(c['difference_ci95'])})" if "difference_ci95" in c
-                                  else "") for c in check["comparisons"]),
+                     "; ".join(_comparison_text(c, "Δ") for c in check["comparisons"]),
                      check["verdict"]] for check in checks]
             parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
                          + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
@@ -411,8 +420,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         for row in rows.values():
             cells = []
             for suite, judge in harm:
-                found = next((r for r in row["safety"] if r["attack"] == "none" and r["judge"] == judge
-                              and r.get("suite") == suite and r["asr"] is not None), None)
+                found = _asr_result(row, suite, judge)
                 cells.append(f"{found['asr']:.2f} {_ci(found['asr_ci95'])}" if found else "–")
             for suite, measure in refusal:
                 found = next((r for r in row["refusal"] if r["attack"] == "none" and r["measure"] == measure
@@ -433,9 +441,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         if checks:
             lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
             for check in checks:
-                detail = "; ".join(f"{c['configuration']} {c['value']:.2f}"
-                                   + (f" (gap {c['difference']:+.2f} {_ci(c['difference_ci95'])})"
-                                      if "difference_ci95" in c else "") for c in check["comparisons"])
+                detail = "; ".join(_comparison_text(c, "gap") for c in check["comparisons"])
                 lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {check['self_rm']:.2f}; {detail})")
     return "\n".join(lines) + "\n"
 
@@ -445,13 +451,6 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     results = collect_results(run_dir)
     results_path = write_json_atomic(run_dir / "results.json", results)
-    markdown_path = run_dir / "summary.md"
-    tmp = run_dir / ".summary.md.tmp"
-    tmp.write_text(render_markdown(results), encoding="utf-8")
-    tmp.replace(markdown_path)
-    page = render_html(results)
-    html_path = run_dir / "report.html"
-    tmp = run_dir / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(html_path)
+    markdown_path = write_text_atomic(run_dir / "summary.md", render_markdown(results))
+    html_path = write_text_atomic(run_dir / "report.html", render_html(results))
     return {"report": str(html_path), "results": str(results_path), "summary": str(markdown_path)}
