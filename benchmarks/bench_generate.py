@@ -77,7 +77,7 @@ def main() -> None:
     def safepref_generate() -> int:
         # The model is loaded above already: hand that one to the stage so its timing is generation only.
         original = models.load_model
-        models.load_model = lambda name: model
+        models.load_model = lambda name, **_: model
         try:
             with tempfile.TemporaryDirectory() as folder:
                 rows = generate_responses(prompts, MODEL, Path(folder) / "responses.jsonl", config)

@@ -37,6 +37,14 @@ class SafetyEvalConfig(BaseModel):
     seed: int = Field(0, description="generation seed (greedy decoding does not depend on it)")
     judge_model: str | None = Field(None, description="llm judge: openai:<model>")
     base_url: str | None = Field(None, description="llm judge endpoint (default $OPENAI_BASE_URL)")
+    backend: str = Field("transformers", description="generation backend: transformers | vllm")
+    device: str = Field("auto", description="where the model answers: auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="precision: auto (the device policy) | float32 | bfloat16 | float16")
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings an artifact key covers: where it ran is not one; a non-default backend is."""
+        exclude = {"device", "dtype"} | ({"backend"} if self.backend == "transformers" else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("attacks", mode="before")
     @classmethod
@@ -74,8 +82,9 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path) -
     from safepref.generate import GenerationConfig, generate_responses
 
     generation = GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                                  seed=config.seed)
-    generation_key = fingerprint(model, config.max_new_tokens, config.seed)
+                                  seed=config.seed, backend=config.backend, device=config.device, dtype=config.dtype)
+    engine = [] if config.backend == "transformers" else [config.backend]  # keys of transformers runs unchanged
+    generation_key = fingerprint(model, config.max_new_tokens, config.seed, *engine)
     by_id = {p.id: p for p in prompts}
     verdict_rows: list[dict[str, Any]] = []
     for attack in attacks:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref import models
 from safepref.errors import InputError
 from safepref.io import file_fingerprint, fingerprint, read_yaml_record, write_json_atomic
+from safepref.launch import LaunchSettings, split_training
 from safepref.versions import package_versions
 
 SFT = "sft"  # the configuration without DPO: the target as it is
@@ -51,11 +52,13 @@ class GenerationSpec(_Strict):
     samples: int = Field(5, ge=2, description="k sampled answers per prompt for Self+RM and peer pools")
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = 0.5
+    top_k: int = Field(50, ge=0, description="top-k filter when sampling (0: off)")
     top_p: float = 0.9
     repetition_penalty: float = 1.2
     no_repeat_ngram_size: int = 3
     batch_size: int | None = Field(None, ge=1, description="sequences per batch (default: the stage's own)")
-    backend: str = Field("transformers", description="transformers, or vllm on GPUs")
+    backend: str = Field("transformers", description="transformers, or vllm on GPUs (generation and eval-safety)")
+    engine: str = Field("auto", description="transformers backend: auto, decoder, generate or generate-static")
 
 
 class SafetySpec(_Strict):
@@ -85,6 +88,10 @@ class ExperimentConfig(_Strict):
 
     name: str
     seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where every stage runs its models: auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="model precision: auto (the device policy, see safepref.device) or a dtype")
     targets: list[TargetSpec]
     prompts: PromptSpec = Field(default_factory=PromptSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
@@ -101,7 +108,11 @@ class ExperimentConfig(_Strict):
 
     def training_for(self, target: TargetSpec) -> dict[str, Any]:
         # a bigger model wants a gentler learning rate than a small one: targets may override any field
-        return {"seed": self.seed, **self.training, **target.training}
+        return split_training({"seed": self.seed, **self.training, **target.training})[0]
+
+    def launch_for(self, target: TargetSpec) -> LaunchSettings:
+        """How this target trains (``training.launcher`` / ``accelerate_config``, see safepref.launch)."""
+        return split_training({**self.training, **target.training})[1]
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -118,6 +129,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     for index, target in enumerate(config.targets):
         field = f"targets[{index}].training" if target.training else "training"
         try:
+            config.launch_for(target)
             DPOTrainingConfig(**config.training_for(target))
         except ValidationError as error:
             problem = error.errors()[0]
@@ -188,9 +200,10 @@ class Run:
         from safepref.generate import FIXED_SOURCES, GenerationConfig, generate_responses
 
         g = self.config.generation
-        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
                     repetition_penalty=g.repetition_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-                    seed=self.config.seed, num_samples=g.samples, backend=g.backend)
+                    seed=self.config.seed, num_samples=g.samples, backend=g.backend, engine=g.engine,
+                    device=self.config.device, dtype=self.config.dtype)
         if g.batch_size:
             base["batch_size"] = g.batch_size
         needed = self.sources_needed(target)
@@ -250,7 +263,7 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         from safepref.build import read_responses
-        from safepref.score import score_responses
+        from safepref.score import ScoreConfig, score_responses
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
@@ -266,7 +279,8 @@ class Run:
             if response_files:
                 responses = read_responses(response_files)
                 scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{_slug(self.config.reward_model)}.jsonl"))
+                    r, self.config.reward_model, self.dir / "scores" / f"{_slug(self.config.reward_model)}.jsonl",
+                    ScoreConfig(device=self.config.device, dtype=self.config.dtype)))
             for recipe in recipes:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
@@ -300,23 +314,38 @@ class Run:
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
-                                                            seed=self.config.seed), out)
+                                                            seed=self.config.seed, device=self.config.device,
+                                                            dtype=self.config.dtype), out)
         return str(out / "audit.json")
 
     def train(self, target: TargetSpec, pairs_path: Path) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from safepref.train import DPOTrainingConfig, train_dpo
+        from safepref.train import DPOTrainingConfig
 
         config = DPOTrainingConfig(**self.config.training_for(target))
         key = fingerprint(target.model, file_fingerprint(pairs_path), asdict(config))
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
-            train_dpo(target.model, pairs_path, out, config)
+            self._train_now(target, pairs_path, out, config)
         summary = json.loads(summary_path.read_text())
         return {"out_dir": str(out), "dynamics": str(out / "dynamics.jsonl"), "summary": str(summary_path),
                 "final_loss": summary["final_loss"], "steps": summary["steps"]}
+
+    def _train_now(self, target: TargetSpec, pairs_path: Path, out: Path, config) -> None:
+        """In this process, or through accelerate launch when several GPUs are visible (see safepref.launch)."""
+        from safepref.device import visible_gpus
+        from safepref.generate import release_engines
+        from safepref.launch import train_with_accelerate
+        from safepref.train import train_dpo
+
+        release_engines()  # a vLLM engine holds most of the GPU's memory
+        launch, gpus = self.config.launch_for(target), visible_gpus()
+        if launch.uses_accelerate(gpus) and self.config.device in ("auto", "cuda"):
+            train_with_accelerate(target.model, pairs_path, out, config, launch, gpus)
+        else:
+            train_dpo(target.model, pairs_path, out, config, device=self.config.device)
 
     def safety(self, model: str) -> list[str]:
         from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
@@ -326,8 +355,10 @@ class Run:
         for suite in spec.suites:
             config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
                                       judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
-                                      seed=self.config.seed, judge_model=spec.judge_model)
-            key = fingerprint(_model_key(model), config.model_dump(mode="json"))
+                                      seed=self.config.seed, judge_model=spec.judge_model,
+                                      backend=self.config.generation.backend, device=self.config.device,
+                                      dtype=self.config.dtype)
+            key = fingerprint(_model_key(model), config.key_dump())
             out = self.dir / "safety" / f"{_slug(models.model_label(model))}-{_slug(suite)}-{key}"
             if not (out / "summary.json").exists():
                 evaluate_safety(model, config, out)
@@ -336,12 +367,14 @@ class Run:
 
     def general(self, model: str) -> str:
         from safepref.eval_general import evaluate_general, make_config
+        from safepref.generate import release_engines
 
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
         out = self.dir / "general" / f"{_slug(models.model_label(model))}-{fingerprint(_model_key(model))}"
-        evaluate_general(model, config, out)  # keyed and cached inside the stage
+        release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
+        evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
         return str(out / "general.json")
 
 

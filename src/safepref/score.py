@@ -23,6 +23,8 @@ class ScoreConfig:
 
     batch_size: int = 16  # responses scored (and appended to the log) at a time
     max_length: int = 512  # tokens of prompt + response a HF reward model sees (longer inputs are truncated)
+    device: str = "auto"  # where the reward model runs (safepref.device); a score does not depend on it
+    dtype: str = "auto"  # precision of a HF reward model (the device policy unless given)
 
 
 def score_key(row: dict) -> str:
@@ -39,7 +41,8 @@ def score_responses(responses: list[Response], reward_model: str | RewardModel =
         label = _label(reward_model)
         todo = [r for r in _unique(responses) if f"{r.id}|{label}" not in log.done]
         if todo:  # loading a reward model costs seconds: skip it when everything is already scored
-            model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length)
+            model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length,
+                                      device=config.device, dtype=config.dtype)
         name = label
     else:
         todo = [r for r in _unique(responses) if f"{r.id}|{name}" not in log.done]
