@@ -249,9 +249,9 @@ def _as_list(value: Any) -> list[Any]:
 def _vllm_batches(prompts: Sequence[Prompt], source: str, config: GenerationConfig) -> Iterator[list[Response]]:
     """vLLM for GPU users. Every sampling setting goes through but no-repeat-n-gram, which vLLM lacks: rows that
     asked for it record it under ``not_applied``."""
-    from vllm import SamplingParams  # importable: _vllm_engine checked
+    llm = _vllm_engine(source, config)  # raises a clear InputError where vLLM is not installed
+    from vllm import SamplingParams
 
-    llm = _vllm_engine(source, config)
     tokenizer = llm.get_tokenizer()
     chat = _uses_chat_template(source, tokenizer)
     params = SamplingParams(**vllm_sampling(config, chat))
