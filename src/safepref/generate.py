@@ -213,9 +213,10 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
 
 ENGINES = ("auto", "decoder", "generate", "generate-static")
 # On CUDA, auto picks model.generate: the one CUDA figure measured (shared/DESIGN.md: warmed generate, fp32, 3,375
-# tok/s at 128 rows on an H100) is of it; the decoder's per-row draws cost a kernel launch each and were never
-# timed on a GPU. Re-measure with scripts/gpu_check.py (or benchmarks/bench_generate.py --device cuda) and change
-# this line if the decoder wins. On the CPU the decoder is measured faster (benchmarks/bench_generate.py).
+# tok/s at 128 rows on an H100) is of it; the decoder's per-row draws cost a kernel launch each and were never timed
+# on a GPU. Re-measure with scripts/gpu_check.py (or benchmarks/bench_generate.py --device cuda --engine X) and change
+# this line if the decoder wins. The CPU keeps the decoder: it is what benchmarks/bench_generate.py measures, and its
+# rows do not depend on their batch neighbours (a resumed run draws the same answers).
 CUDA_ENGINE = "generate"
 
 
