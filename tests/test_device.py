@@ -334,3 +334,17 @@ def test_train_command_reads_its_settings_from_a_json_file(tmp_path):
     bad.write_text(json.dumps({"betta": 0.3}))
     with pytest.raises(InputError, match="bad.json"):
         _config_from_file(bad)
+
+
+def test_run_config_device_and_dtype_are_checked(tmp_path, tiny_model_dir):
+    from safepref.runner import load_config
+
+    path = tmp_path / "grid.yaml"
+    base = {"name": "t", "targets": [{"model": str(tiny_model_dir)}], "recipes": ["sft"]}
+    path.write_text(json.dumps({**base, "device": "cuda:1", "dtype": "bfloat16"}))
+    config = load_config(path)
+    assert (config.device, config.dtype) == ("cuda:1", "bfloat16")
+    for key, bad in (("device", "gpu"), ("dtype", "fp8")):
+        path.write_text(json.dumps({**base, key: bad}))
+        with pytest.raises(InputError, match=key):
+            load_config(path)
