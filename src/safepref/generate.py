@@ -92,7 +92,7 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
         raise InputError("no prompts to answer")
     log = AppendLog(out_path, key_of=_row_key)
     identity = None if source in FIXED_SOURCES else answer_identity(source, config)
-    _refuse_other_inputs(log, prompts, source, identity)
+    _refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
     wanted = {response_id(p.id, source, i) for p in prompts for i in config.sample_indices()}
     pending = [p for p in prompts if any(response_id(p.id, source, i) not in log.done
                                          for i in config.sample_indices())]
@@ -118,13 +118,14 @@ def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
 
 
 def _refuse_other_inputs(log: AppendLog, prompts: Sequence[Prompt], source: str,
-                         identity: dict[str, Any] | None) -> None:
-    """Stop (exit 2, one line) when ``log`` holds this source's rows made from other settings, weights or texts."""
+                         identity: dict[str, Any] | None, indices: set[int]) -> None:
+    """Stop (exit 2, one line) when ``log`` holds rows this call would reuse (same source and sample indices: a
+    greedy row never stands in for a sampled one) made from other settings, weights or prompt texts."""
     if not log.done:
         return
     texts = {p.id: p.text for p in prompts}
     for row in log.rows():
-        if row.get("source") != source:
+        if row.get("source") != source or row.get("sample_index") not in indices:
             continue
         if row.get("prompt_id") in texts and row.get("prompt") != texts[row["prompt_id"]]:
             raise InputError(f"holds an answer to prompt '{row['prompt_id']}' with another prompt text; "

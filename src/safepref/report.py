@@ -388,7 +388,8 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
 
 def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>safepref report: {html.escape(str(results['name']))}</h1>",
-             f"<p>Training prompts: n={results.get('n_training_prompts')}; seed {results.get('seed')}. "
+             f"<p>Training prompts: n={results.get('n_training_prompts')} (set "
+             f"{html.escape(str(results.get('training_prompt_set')))}); seed {results.get('seed')}. "
              "Every rate shows n and a 95% interval.</p>"]
     for target, rows in results["targets"].items():
         parts.append(f"<h2>Target: {html.escape(target)}</h2>")
