@@ -269,6 +269,7 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         from safepref.build import read_responses
+        from safepref.data import prompt_id
         from safepref.score import score_responses
 
         self.manifest["versions"] = package_versions(
@@ -276,7 +277,8 @@ class Run:
         prompts = self._timed("prompts", self.training_prompts)
         prompt_ids = {p.id for p in prompts}
         self.manifest["n_training_prompts"] = len(prompts)
-        self.manifest["training_prompt_set"] = prompt_set_key(prompt_ids)
+        # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
+        self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
         for target in self.config.targets:
             label = models.model_label(target.model)
             recipes = self.config.recipes_for(target)
