@@ -72,6 +72,11 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
         if name != "sft":
             assert row["training"]["steps"] == 2 and row["training"]["dynamics"]
             assert 0.0 <= row["audit"]["features"]["shallow"]["accuracy"] <= 1.0
+    # every configuration of the target trains on exactly the configured prompts (the manifest says which)
+    data = [row["data"] for row in rows.values() if "data" in row]
+    assert len(data) == 2 and {(d["n_prompts"], d["prompt_set"]) for d in data} == \
+        {(6, results["training_prompt_set"])}
+    assert not any("prompt sets" in warning for warning in results["warnings"][tiny_model_dir.name])
     page = (run_dir / "report.html").read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")

@@ -275,10 +275,18 @@ def _prompts_from_file(spec: str) -> list[Prompt]:
         if not column:
             raise InputError(f"no prompt column found (looked for {', '.join(_PROMPT_COLUMNS)}; give path:column)",
                              path=path, line=rows[0][0])
-    prompts = []
+    texts = []
     for line, row in rows:
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             raise InputError("missing or empty prompt", path=path, line=line, field=column)
-        prompts.append(Prompt(id=f"{path.stem}-{len(prompts)}", text=value, dataset=path.stem))
-    return prompts
+        texts.append(value)
+    return prompts_from_texts(texts, dataset=path.stem)
+
+
+def prompts_from_texts(texts: list[str], dataset: str) -> list[Prompt]:
+    """Prompts whose ids derive from their text (an edited file never meets old answers); repeats kept once."""
+    prompts: dict[str, Prompt] = {}
+    for text in texts:
+        prompts.setdefault(prompt_id(text), Prompt(id=prompt_id(text), text=text, dataset=dataset))
+    return list(prompts.values())

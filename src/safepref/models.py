@@ -295,3 +295,67 @@ def model_label(name_or_path: str | Path) -> str:
     """Short label for a model in artifacts and reports: the registry name or the folder's name."""
     text = str(name_or_path)
     return text if text in REGISTRY or "/" not in text or not Path(text).exists() else Path(text).name
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npy")
+CONFIG_FILES = ("config.json", "adapter_config.json", "generation_config.json")
+_SAMPLE_BYTES = 1 << 16  # bytes read at each of a few places of a large weight file: a retrain changes them all
+_FULL_HASH_BYTES = 64 << 20  # files up to this size (LoRA adapters, small models) are hashed whole
+
+
+def weights_fingerprint(name_or_path: str | Path) -> str:
+    """Identity of a model's weights, for cache keys: changes when the weights change, cheap to compute.
+
+    A bundled model is its pinned sha256; a folder hashes the size and sampled bytes (start, quarters, end) of every
+    weight file plus its config files (an adapter folder adds its base's fingerprint); a hub id is the id and the
+    revision found in the local HF cache; anything else (``openai:<model>``, a fixed answer set) is its name.
+    """
+    text = str(name_or_path)
+    if text in REGISTRY:
+        return f"sha256:{REGISTRY[text].sha256[:24]}"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "files:" + _folder_fingerprint(path)
+    if path.is_file():
+        return "file:" + _sampled_file_digest(path)
+    if text.count("/") == 1 and not text.startswith(("openai:", ".", "/", "~")):
+        return f"hub:{text}@{_hub_revision(text) or 'unknown-revision'}"
+    return f"name:{text}"
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(folder))
+                   and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES))
+    for path in files:
+        digest.update(f"{path.relative_to(folder)}\0{_sampled_file_digest(path)}\0".encode())
+    if (folder / "adapter_config.json").is_file():
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if base:
+            digest.update(f"base\0{weights_fingerprint(base)}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _sampled_file_digest(path: Path) -> str:
+    """sha256 of a file's size and bytes: whole up to 64 MiB, else 64 KiB at its start, quarters and end."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            for offset in (0, size // 4, size // 2, 3 * size // 4, size - _SAMPLE_BYTES):
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:24]
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit the local HF cache resolves ``main`` to, when the model was downloaded."""
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
+                                                                         "huggingface")) / "hub"))
+    ref = hub_cache / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None

@@ -50,6 +50,7 @@ class Score(BaseModel):
     response_id: str
     reward_model: str
     score: float
+    key: str | None = None  # content key: reward model weights + prompt text + answer text (safepref.keys)
 
 
 class Side(BaseModel):

@@ -4,10 +4,13 @@ For each target model: generate answers from every source its recipes need -> sc
 -> build each recipe's pairs -> audit their separability -> DPO-train the target on them -> evaluate safety (and
 over-refusal) and general ability of the SFT model and of every trained model -> write the report.
 
-Every artifact's path carries a fingerprint of the config that made it and the keys of its inputs, so a rerun
-reuses what exists, a changed setting recomputes only what depends on it, and a killed run finishes on rerun
+Every artifact's path carries a content key (``safepref.keys``) of what it was computed from (prompt texts, answer
+texts, settings, a fingerprint of the model's weights, scores, upstream keys), so a rerun reuses what exists, a
+changed input recomputes only what depends on it, and a killed run finishes on rerun
 (each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
-The manifest (``RUN_DIR/manifest.json``) records what each configuration produced; the report reads it.
+Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
+written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
+with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref import models
 from safepref.errors import InputError
-from safepref.io import file_fingerprint, fingerprint, read_yaml_record, write_json_atomic
+from safepref.io import file_fingerprint, read_yaml_record, write_json_atomic
+from safepref.keys import content_key, prompt_set_key, stage_key
 from safepref.versions import package_versions
 
 SFT = "sft"  # the configuration without DPO: the target as it is
+# the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
+FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
+                        "human-rejected": {"human_rejected", "all"}}
 
 
 class _Strict(BaseModel):
@@ -172,20 +179,24 @@ class Run:
     # -------------------------------------------------------------------------------------- stages
 
     def training_prompts(self):
-        from safepref.data import load_prompts
-        from safepref.generate import generate_responses
+        """The configured prompt set. ``require`` asks the fixed answer sets which prompts they answer (nothing is
+        generated or written for that: data never flows back from the generate stage)."""
+        from safepref.data import load_prompts, prompt_id
+        from safepref.generate import fixed_answer_prompt_ids
 
         spec = self.config.prompts
         prompts = load_prompts(spec.dataset)
         for source in spec.require:
-            answered = {r.prompt_id for r in generate_responses(prompts, source, self.dir / "responses" /
-                                                                f"{source}.jsonl")}
-            prompts = [p for p in prompts if p.id in answered]
+            try:
+                answered = fixed_answer_prompt_ids(source)
+            except InputError as error:
+                raise InputError(str(error.args[0]), field="prompts.require") from None
+            prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
     def responses_for(self, target: TargetSpec, prompts) -> list[Path]:
         """Generate (or reuse) every source the target's recipes draw from; returns the response files."""
-        from safepref.generate import FIXED_SOURCES, GenerationConfig, generate_responses
+        from safepref.generate import FIXED_SOURCES, GenerationConfig, answer_identity, generate_responses
 
         g = self.config.generation
         base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
@@ -203,16 +214,17 @@ class Run:
             jobs.append((target.stronger, True))
         if needed & {"peers", "all"}:
             jobs += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
-        prompt_key = fingerprint([p.id for p in prompts])
+        prompt_texts = [[p.id, p.text] for p in prompts]
         files = []
         for source in FIXED_SOURCES:
-            files.append(self.dir / "responses" / f"{source}.jsonl")
-            self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
+            if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
+                files.append(self.dir / "responses" / f"{source}-{stage_key('generate', source, prompt_texts)}.jsonl")
+                self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
         for source, greedy in jobs:
             config = GenerationConfig(greedy=greedy, **base)
             mode = "greedy" if greedy else f"k{g.samples}"
-            path = self.dir / "responses" / f"{_slug(models.model_label(source))}-{mode}-" \
-                                            f"{fingerprint(source, config.settings(), prompt_key)}.jsonl"
+            key = stage_key("generate", answer_identity(source, config), prompt_texts)
+            path = self.dir / "responses" / f"{_slug(models.model_label(source))}-{mode}-{key}.jsonl"
             self._timed(f"generate {models.model_label(source)} {mode}",
                         lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
             files.append(path)
@@ -229,19 +241,26 @@ class Run:
                 needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
         return needed
 
-    def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores) -> Path:
+    def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores,
+                  prompt_ids: set[str] | None = None) -> Path:
+        """Pairs by one recipe, from the answers to the configured prompts (``prompt_ids``) only, keyed by the
+        content of those answers and of the scores they are ranked by."""
         from safepref.build import BuildConfig, BuildSummary, build_pairs, read_responses, write_pairs
         from safepref.recipes import load_recipe
 
         recipe = load_recipe(recipe_name)
         build = BuildConfig(stronger=target.stronger or models.STRONGER_MODEL, peers=list(target.peers),
                             seed=self.config.seed, reward_model=None)
-        key = fingerprint(recipe.model_dump(), [file_fingerprint(f) for f in response_files],
-                          self.config.reward_model, build.seed, build.stronger, build.peers)
+        responses = [r for r in read_responses(response_files) if prompt_ids is None or r.prompt_id in prompt_ids]
+        used = {r.id for r in responses}
+        ranked_by = sorted([s.response_id, s.reward_model, s.score, s.key] for s in (scores or [])
+                           if s.response_id in used) if recipe.needs_scores else None
+        key = stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
+                        ranked_by, build.seed, build.stronger, build.peers)
         out = self.dir / "pairs" / _slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
-            pairs = build_pairs(recipe, read_responses(response_files), scores if recipe.needs_scores else None,
+            pairs = build_pairs(recipe, responses, scores if recipe.needs_scores else None,
                                 target=target.model, config=build, summary=summary)
             if not pairs:
                 raise InputError(f"recipe '{recipe_name}' built no pairs for {target.model} (see the build counts)")
@@ -250,12 +269,16 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         from safepref.build import read_responses
+        from safepref.data import prompt_id
         from safepref.score import score_responses
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
         prompts = self._timed("prompts", self.training_prompts)
+        prompt_ids = {p.id for p in prompts}
         self.manifest["n_training_prompts"] = len(prompts)
+        # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
+        self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
         for target in self.config.targets:
             label = models.model_label(target.model)
             recipes = self.config.recipes_for(target)
@@ -271,9 +294,10 @@ class Run:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
                 if recipe != SFT:
-                    pairs = self._timed(f"build {label} {recipe}",
-                                        lambda r=recipe, t=target, f=response_files, s=scores: self.pairs_for(t, r, f, s))
+                    pairs = self._timed(f"build {label} {recipe}", lambda r=recipe, t=target, f=response_files,
+                                        s=scores: self.pairs_for(t, r, f, s, prompt_ids))
                     entry["pairs"] = str(pairs)
+                    entry["data"] = pairs_data(pairs)
                     if self.config.audit:
                         entry["audit"] = self._timed(f"audit {label} {recipe}", lambda p=pairs: self.audit(p))
                     entry["training"] = self._timed(f"train {label} {recipe}", lambda p=pairs, t=target: self.train(t, p))
@@ -296,7 +320,7 @@ class Run:
         from safepref.io import read_pairs
 
         spec = self.config.audit
-        key = fingerprint(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed)
+        key = content_key(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
@@ -309,7 +333,7 @@ class Run:
         from safepref.train import DPOTrainingConfig, train_dpo
 
         config = DPOTrainingConfig(**self.config.training_for(target))
-        key = fingerprint(target.model, file_fingerprint(pairs_path), asdict(config))
+        key = stage_key("train", models.weights_fingerprint(target.model), file_fingerprint(pairs_path), asdict(config))
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
@@ -327,10 +351,10 @@ class Run:
             config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
                                       judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model)
-            key = fingerprint(_model_key(model), config.model_dump(mode="json"))
+            key = stage_key("eval_safety", models.weights_fingerprint(model), config.model_dump(mode="json"))
             out = self.dir / "safety" / f"{_slug(models.model_label(model))}-{_slug(suite)}-{key}"
-            if not (out / "summary.json").exists():
-                evaluate_safety(model, config, out)
+            if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
+                evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
             summaries.append(str(out / "summary.json"))
         return summaries
 
@@ -340,7 +364,7 @@ class Run:
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
-        out = self.dir / "general" / f"{_slug(models.model_label(model))}-{fingerprint(_model_key(model))}"
+        out = self.dir / "general" / f"{_slug(models.model_label(model))}-{content_key(models.weights_fingerprint(model))}"
         evaluate_general(model, config, out)  # keyed and cached inside the stage
         return str(out / "general.json")
 
@@ -352,10 +376,14 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -
     return Run(config, run_dir, config_path).run()
 
 
-def _model_key(model: str) -> str:
-    """Identity of a model for cache keys: a trained folder by its summary, otherwise its name."""
-    summary = Path(model) / "train_summary.json"
-    return file_fingerprint(summary) if summary.is_file() else str(model)
+def pairs_data(pairs_path: Path) -> dict[str, Any]:
+    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
+    from safepref.data import prompt_id
+    from safepref.io import read_pairs
+
+    pairs = read_pairs(pairs_path)
+    ids = {prompt_id(pair.prompt_text) for pair in pairs}
+    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
 
 
 def _slug(text: str) -> str:
