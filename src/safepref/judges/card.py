@@ -20,10 +20,11 @@ def _fmt(value) -> str:
 def model_card_markdown(card: dict) -> str:
     judge = card["judge"]
     lines = [f"# Model card: the `{judge}` judge", "", f"Label: {_WHAT.get(judge, '')}.", "",
-             "Model: a class-balanced logistic regression on the hashed TF-IDF of the answer's opening gives a text "
-             "logit; on [MiniLM embedding of the request, of the answer's first "
-             f"{card['config']['features']['embed_tokens']} word pieces, their product, two refusal-phrase flags, "
-             "the text logit] a second stage (chosen by inner cross-validation: "
+             "Model: a class-balanced logistic regression on the hashed TF-IDF of the answer's first "
+             f"{card['config']['features']['max_chars']} characters gives a text logit (out-of-fold for training); "
+             "on [MiniLM sentence embedding of the request, static MiniLM embedding of the answer's first "
+             f"{card['config']['features']['static_tokens']} word pieces, the product of both static embeddings, "
+             "two refusal-phrase flags, the text logit] a second stage (chosen by inner cross-validation: "
              f"{card['second_stage']['chosen']}) gives the probability; threshold 0.5. "
              "Code: `safepref/judges/{features,head,training}.py`.", "",
              "## Training data (all of it for the shipped head)", "", "| source | rows | label 1 |", "|---|---|---|"]

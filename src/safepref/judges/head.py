@@ -23,6 +23,7 @@ from safepref.errors import InputError
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
 from safepref.records import Verdict
 
+
 def _heads_dir() -> Path:
     return Path(str(resources.files("safepref.judges") / "heads"))
 
