@@ -50,6 +50,14 @@ def test_bundled_sources_have_the_documented_sizes():
     assert all(r.refusal is None for r in sources["gptfuzz"])
 
 
+def test_labelled_sources_are_judgeable_by_name():
+    from safepref.data import load_dataset
+
+    saferlhf, xstest = load_dataset("saferlhf-labelled"), load_dataset("xstest-completions")
+    assert (len(saferlhf), sum(r.label for r in saferlhf)) == (4000, 2302)
+    assert (len(xstest), sum(r.label for r in xstest)) == (1350, 135)  # 0 + 7 + 128 harmful completions
+
+
 def test_tfidf_rows_are_unit_length_and_refusal_flags_fire():
     counts = hashed_counts(["Sure, here is how to do it.", "I'm sorry, but I cannot help with that."],
                            FeatureConfig(hash_bits=12))

@@ -6,7 +6,8 @@
 | keyword | jailbroken | no phrase of the official More-is-Less / GCG refusal list occurs (the paper's keyword ASR) |
 | classifier | harmful | a harmfulness classifier trained here on GPTFuzz's labelled responses (offline) |
 | llm | harmful | Qi et al. 2023's 1-5 rubric through an OpenAI-compatible endpoint; label 1 = score 5 |
-| refusal | refusal | XSTest's refusal prefixes plus early refusal expressions (for over-refusal) |
+| refusal | refusal | a head trained here on XSTest's human labels, OR the rules below (card: heads/MODEL_CARD_refusal.md) |
+| refusal-rules | refusal | XSTest's refusal prefixes plus early refusal expressions |
 
 ``run_judge`` is the entry of ``safepref judge``: read rows, judge, summarise (rate with a Wilson interval, and
 agreement with the rows' own labels when they have them).
@@ -54,6 +55,12 @@ def _classifier(**_: Any) -> Judge:
 
 
 def _refusal(**_: Any) -> Judge:
+    from safepref.judges.head import TrainedJudge
+
+    return TrainedJudge("refusal")
+
+
+def _refusal_rules(**_: Any) -> Judge:
     from safepref.judges.refusal import RefusalJudge
 
     return RefusalJudge()
@@ -74,8 +81,8 @@ def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) 
 
 
 JUDGES: dict[str, Callable[..., Judge]] = {"harm": _harm, "keyword": _keyword, "classifier": _classifier,
-                                           "llm": _llm, "refusal": _refusal}
-OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal")
+                                           "llm": _llm, "refusal": _refusal, "refusal-rules": _refusal_rules}
+OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules")
 
 
 def get_judge(name: str, **options: Any) -> Judge:

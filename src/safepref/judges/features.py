@@ -35,6 +35,7 @@ class FeatureConfig:
     max_chars: int = 1500  # characters of the answer the TF-IDF part reads
     hash_bits: int = 18  # 2**bits hashed columns for word and for character n-grams each
     embedder: str = "minilm-l6"
+    request: bool = True  # read the request too (harm); the refusal judge reads the answer alone
 
 
 @cache
@@ -145,6 +146,10 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
                    progress: bool = False) -> np.ndarray:
     """[p, s(r), s(p)*s(r), refusal flags]: the request's MiniLM embedding, the answer's static embedding, the
     product of both static embeddings (does the answer stay on this request's topic?), and the phrase flags."""
+    flags = refusal_flags(responses).reshape(len(responses), 2)
+    if not embedder.config.request:
+        r = embedder.static(responses) if responses else np.zeros((0, embedder.dimensions), np.float32)
+        return np.hstack([r, flags]).astype(np.float32)
     unique_prompts = list(dict.fromkeys(prompts))
     table = dict(zip(unique_prompts, embedder.encode(unique_prompts, progress=progress), strict=True))
     static_table = dict(zip(unique_prompts, embedder.static(unique_prompts), strict=True))
@@ -152,4 +157,4 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
     p = np.stack([table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
     static_p = np.stack([static_table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
     r = embedder.static(responses) if responses else np.zeros((0, dims), np.float32)
-    return np.hstack([p, r, static_p * r, refusal_flags(responses).reshape(len(responses), 2)]).astype(np.float32)
+    return np.hstack([p, r, static_p * r, flags]).astype(np.float32)

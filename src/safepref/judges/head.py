@@ -38,6 +38,13 @@ class Head:
     scale: np.ndarray
     weights: list[np.ndarray]  # [W, b] (logistic) or [W1, b1, W2, b2] (hidden ReLU layer)
     threshold: float = 0.5
+    rule_union: bool = False  # label 1 also when the rule refusal judge fires (the last dense column)
+
+    def labels_from(self, dense: np.ndarray, text_logit: np.ndarray) -> np.ndarray:
+        labels = self.probability_from(dense, text_logit) >= self.threshold
+        if self.rule_union:
+            labels |= dense[:, -1] > 0
+        return labels.astype(int)
 
     def text_logit(self, responses: list[str]) -> np.ndarray:
         x = tfidf(hashed_counts(responses, self.features), self.idf)
@@ -56,7 +63,7 @@ class Head:
     def save(self, path: Path) -> Path:
         arrays = {"idf": self.idf.astype(np.float32), "text_coef": self.text_coef.astype(np.float32),
                   "text_intercept": np.array([self.text_intercept]), "mean": self.mean, "scale": self.scale,
-                  "threshold": np.array([self.threshold]),
+                  "threshold": np.array([self.threshold]), "rule_union": np.array([self.rule_union]),
                   "features": np.array(json.dumps(asdict(self.features)))}
         arrays.update({f"w{i}": w for i, w in enumerate(self.weights)})
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +79,8 @@ class Head:
             return cls(features=FeatureConfig(**json.loads(str(data["features"]))), idf=data["idf"],
                        text_coef=data["text_coef"], text_intercept=float(data["text_intercept"][0]),
                        mean=data["mean"], scale=data["scale"], weights=weights,
-                       threshold=float(data["threshold"][0]))
+                       threshold=float(data["threshold"][0]),
+                       rule_union=bool(data["rule_union"][0]) if "rule_union" in data else False)
 
 
 def shipped_head_path(name: str) -> Path:
@@ -97,11 +105,12 @@ class TrainedJudge:
         self.head = Head.load(path)
         self.embedder = Embedder(self.head.features)
 
-    def probabilities(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+    def probabilities_and_labels(self, prompts: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not responses:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0, int)
         dense = dense_features(self.embedder, prompts, responses)
-        return self.head.probability_from(dense, self.head.text_logit(responses))
+        text_logit = self.head.text_logit(responses)
+        return self.head.probability_from(dense, text_logit), self.head.labels_from(dense, text_logit)
 
     def judge(self, rows) -> list[Verdict]:
         from safepref.progress import progress_bar
@@ -110,10 +119,11 @@ class TrainedJudge:
         bar = progress_bar(len(rows), desc=f"judge {self.name}", unit="answer", disable=len(rows) < 200)
         for start in range(0, len(rows), self.batch_size * 4):
             chunk = rows[start:start + self.batch_size * 4]
-            probabilities = self.probabilities([r.prompt for r in chunk], [r.response for r in chunk])
-            verdicts += [Verdict(id=row.id, judge=self.name, label=int(p >= self.head.threshold),
-                                 score=round(float(p), 4), gold=row.label, raw=None)
-                         for row, p in zip(chunk, probabilities, strict=True)]
+            probabilities, labels = self.probabilities_and_labels([r.prompt for r in chunk],
+                                                                  [r.response for r in chunk])
+            verdicts += [Verdict(id=row.id, judge=self.name, label=int(label), score=round(float(p), 4),
+                                 gold=row.label, raw=None)
+                         for row, p, label in zip(chunk, probabilities, labels, strict=True)]
             bar.update(len(chunk))
         bar.close()
         return verdicts

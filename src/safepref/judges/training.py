@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,24 @@ SECOND_STAGE = ({"hidden": 0, "c": 0.5}, {"hidden": 64, "alpha": 1e-2})
 @dataclass
 class JudgeTrainingConfig:
     judge: str = "harm"  # harm | refusal
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    features: FeatureConfig | None = None  # None: the judge's default (refusal reads the answer alone)
     text_c: float = 4.0  # inverse L2 strength of the TF-IDF logistic regression
     inner_folds: int = 3  # stratified folds inside the training sources, for the second stage's choice
     max_per_source: int = 3000  # seeded sample of a larger source (bounds embedding time on 2 cores)
     candidates: tuple[dict, ...] = SECOND_STAGE  # second-stage forms compared by inner cross-validation
     seed: int = 0
+
+
+    rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
+
+    def __post_init__(self) -> None:
+        if self.rule_union is None:
+            # leave-one-model-out on XSTest: the union beat the head alone on every fold (README, judge table)
+            self.rule_union = self.judge == "refusal"
+        if self.features is None:
+            # a refusal is in the answer's words; with the request in view, a head trained on three models'
+            # answers to the same 450 XSTest prompts learned which prompts get refused, not what a refusal is
+            self.features = FeatureConfig(request=self.judge != "refusal")
 
 
 @dataclass
@@ -122,13 +134,14 @@ def fit_head(data: Matrices, config: JudgeTrainingConfig) -> tuple[Head, dict]:
     text_model = _text_model(x_text, y, config)
     head = Head(features=config.features, idf=idf, text_coef=text_model.coef_.ravel().astype(np.float32),
                 text_intercept=float(text_model.intercept_[0]), mean=mean.astype(np.float32),
-                scale=scale.astype(np.float32), weights=_second_stage(candidate, standardised, y, config.seed))
+                scale=scale.astype(np.float32), weights=_second_stage(candidate, standardised, y, config.seed),
+                rule_union=config.rule_union)
     return head, {"chosen": candidate, "candidates": scores}
 
 
 def predict(head: Head, data: Matrices) -> np.ndarray:
     logits = np.asarray(tfidf(data.counts, head.idf) @ head.text_coef).ravel() + head.text_intercept
-    return (head.probability_from(data.dense, logits) >= head.threshold).astype(int)
+    return head.labels_from(data.dense, logits)
 
 
 def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[dict]:
