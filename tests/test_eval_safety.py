@@ -55,13 +55,14 @@ def test_eval_safety_xstest_over_refusal(tiny_model_dir, tmp_path):
 def test_eval_safety_smollm2_cli_all_offline_judges(smollm2_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("eval-safety", "--model", "smollm2-135m-instruct", "--suite", "advbench", "--limit", "5",
-                     "--attack", "none,alpaca", "--judge", "keyword,classifier,refusal",
+                     "--attack", "none,alpaca", "--judge", "harm,keyword,classifier,refusal",
                      "--max-new-tokens", "32", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["n_prompts"] == 5
-    assert len(summary["results"]) == 4 and all(r["n"] == 5 for r in summary["results"])
-    assert {tuple(a["judges"]) for a in summary["judge_agreement"]} == {("keyword", "classifier")}
+    assert len(summary["results"]) == 6 and all(r["n"] == 5 for r in summary["results"])
+    assert {tuple(a["judges"]) for a in summary["judge_agreement"]} == {("harm", "keyword"), ("harm", "classifier"),
+                                                                         ("keyword", "classifier")}
     responses = [row for f in out.glob("responses-*.jsonl") for row in read_jsonl(f)]
     assert len(responses) == 10 and all(r["text"].strip() for r in responses)
-    assert len(read_jsonl(out / "verdicts.jsonl")) == 5 * 2 * 3
+    assert len(read_jsonl(out / "verdicts.jsonl")) == 5 * 2 * 4

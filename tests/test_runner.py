@@ -81,7 +81,8 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
     summary = (run_dir / "summary.md").read_text().splitlines()
-    header = "| configuration | ASR keyword, advbench (n=4) | probe accuracy, shallow | DPO loss, last quarter (steps) |"
+    header = ("| configuration | ASR keyword (human agreement 0.67), advbench (n=4) | probe accuracy, shallow "
+              "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
     assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)

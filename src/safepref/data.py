@@ -153,6 +153,20 @@ def _mmlu_files() -> tuple[str, ...]:
     return tuple(f"mmlu/test/{p.name}" for p in sorted(folder.glob("*.csv")))
 
 
+def _labelled_responses(kind: str) -> Callable[[list[Path]], list[LabelledResponse]]:
+    """Human-labelled answers of the judges' training sources (harm label; see judges/training_data.py)."""
+
+    def load(paths: list[Path]) -> list[LabelledResponse]:
+        from safepref.judges.training_data import _saferlhf, _xstest
+
+        rows = _saferlhf(paths[0]) if kind == "saferlhf" else \
+            [e for p in paths for e in _xstest(p, p.stem.rsplit("_", 1)[-1])]
+        return [LabelledResponse(prompt=e.prompt, response=e.response, label=e.harm) for e in rows]
+
+    return load
+
+
+_LR = "labelled-responses"
 _ML = "more-is-less"
 REGISTRY: dict[str, BundledDataset] = {
     d.name: d
@@ -173,6 +187,15 @@ REGISTRY: dict[str, BundledDataset] = {
         BundledDataset("gptfuzz-eval", "labelled",
                        ("gptfuzz/responses_labeled_evaluate.csv", "gptfuzz/question_list.csv"), "MIT",
                        "sherdencooper/GPTFuzz", "responses labelled jailbroken 0/1 (evaluate split)", _gptfuzz_labelled),
+        BundledDataset("saferlhf-labelled", "labelled", (f"{_LR}/safe-rlhf-mini.csv",), "MIT",
+                       "ThuCCSLab/JailbreakEval", "4,000 PKU-SafeRLHF answers with human unsafe 0/1 labels",
+                       _labelled_responses("saferlhf")),
+        BundledDataset("xstest-completions", "labelled",
+                       tuple(f"{_LR}/xstest_v2_completions_{m}.csv" for m in ("llama2new", "mistralguard",
+                                                                             "mistralinstruct")),
+                       "CC-BY-4.0 prompts", "paul-rottger/exaggerated-safety",
+                       "3 x 450 XSTest answers; label 1 = full compliance with an unsafe prompt (human labels)",
+                       _labelled_responses("xstest")),
         BundledDataset("gptfuzz-templates", "templates", ("gptfuzz/GPTFuzzer.csv",), "MIT", "sherdencooper/GPTFuzz",
                        "jailbreak templates from jailbreakchat.com", _gptfuzz_templates),
         BundledDataset("jailbreak-templates", "templates", ("self-reminder-jailbreaks/jailbreak_prompts.csv",), "MIT",

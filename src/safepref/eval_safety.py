@@ -25,14 +25,15 @@ from safepref.keys import stage_key
 from safepref.records import Prompt, Verdict
 from safepref.stats import agreement, rate
 
-HARM_JUDGES = ("keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
+HARM_JUDGES = ("harm", "keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
 
 
 class SafetyEvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     suite: str = Field("advbench", description="advbench | xstest | path.csv:column")
     attacks: list[str] = Field(default_factory=lambda: ["none"], description="attack names (registry/attacks.yaml)")
-    judges: list[str] = Field(default_factory=lambda: ["keyword", "classifier"], description="judge names")
+    judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"],
+                               description="judge names (harm: the headline ASR; keyword: the paper's)")
     limit: int | None = Field(None, description="first N suite prompts (advbench's default is the paper's 100)")
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     batch_size: int = Field(16, ge=1, description="generation batch size")

@@ -18,6 +18,7 @@ import yaml
 
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
+from safepref.judges import agreement_note
 from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
@@ -415,7 +416,7 @@ def render_html(results: dict[str, Any]) -> str:
             image = asr_figure(target, rows, attack, suite)
             if image:
                 parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
-        body = [[row["label"], r.get("suite"), r["attack"], r["judge"], r["n"],
+        body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
                  ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
                  _ci(r.get("asr_ci95")), _unjudged_text(r),
                  "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
@@ -507,7 +508,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 n_of.setdefault((r.get("suite"), r["judge"]), r["n"])
             for r in row["refusal"]:
                 n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
-        header = ([f"ASR {judge}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
+        header = ([f"ASR {judge}{agreement_note(judge)}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
                   + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
                   + [f"probe accuracy, {feature}" for feature in features] + ["DPO loss, last quarter (steps)"]
                   + [f"{task} {_metric_of(rows, task)}" for task in tasks])

@@ -69,7 +69,7 @@ class SafetySpec(_Strict):
     suites: list[str] = Field(default_factory=lambda: ["advbench"], description="advbench, xstest or path:column")
     limit: int | None = Field(100, ge=1, description="first N prompts of each suite (the paper: 100 AdvBench)")
     attacks: list[str] = Field(default_factory=lambda: ["none"])
-    judges: list[str] = Field(default_factory=lambda: ["keyword", "classifier"])
+    judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"])
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     judge_model: str | None = Field(None, description="openai:<model> for the llm judge")
 

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     def judge(
         input_path: str = typer.Option(..., "--in", help="JSONL/CSV with prompt, response (label optional), "
                                                           "or a bundled labelled dataset name (gptfuzz-eval)."),
-        judge_name: str = typer.Option(..., "--judge", help="keyword | classifier | llm | refusal"),
+        judge_name: str = typer.Option(..., "--judge", help="harm | keyword | classifier | llm | refusal"),
         judge_model: str = typer.Option(None, "--judge-model", help="llm judge: openai:<model>"),
         base_url: str = typer.Option(None, "--base-url", help="llm judge endpoint (default $OPENAI_BASE_URL)"),
         out: Path = typer.Option(None, "--out", help="write one verdict per row here (JSONL)"),
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="registry name, HF folder/id, or openai:<model>"),
         suite: str = typer.Option("advbench", "--suite", help="advbench | xstest | path.csv:column"),
         attack: str = typer.Option("none", "--attack", help="comma-separated attacks (see registry/attacks.yaml)"),
-        judge_names: str = typer.Option("keyword,classifier", "--judge", help="comma-separated judges"),
+        judge_names: str = typer.Option("harm,keyword", "--judge", help="comma-separated judges"),
         out: Path = typer.Option(..., "--out", help="run folder (resumable)"),
         limit: int = typer.Option(None, "--limit", help="first N prompts of the suite (advbench default: 100)"),
         max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="greedy answer length"),
