@@ -74,6 +74,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
                     "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
                     "features": {k: {"accuracy": v["accuracy"], "accuracy_ci": v["accuracy_ci"],
                                      "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
+                    "pair_diagnostics": audit.get("pair_diagnostics"),
                 }
             if entry.get("data"):
                 row["data"] = entry["data"]
@@ -381,6 +382,30 @@ def _ci(values: list[float] | None) -> str:
     return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
+PAIR_DIAGNOSTICS_HEADER = ["configuration", "n pairs", "harmful: chosen", "harmful: rejected", "gap (95% CI)",
+                           "refusal: chosen", "refusal: rejected", "gap (95% CI)", "mean words: chosen / rejected"]
+
+
+def pair_diagnostics_rows(rows: dict[str, Any]) -> list[list[str]]:
+    """One row per configuration with audited pairs: is the chosen side the safer one, or only the longer one?"""
+    def side(block: dict[str, Any] | None) -> list[str]:
+        if not block or not block["gap"]["n"]:
+            return ["–", "–", "–"]
+        gap = block["gap"]
+        return [f"{block['chosen']['rate']:.2f}", f"{block['rejected']['rate']:.2f}",
+                f"{gap['difference']:+.2f} [{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]"]
+
+    body = []
+    for row in rows.values():
+        found = (row.get("audit") or {}).get("pair_diagnostics")
+        if not found:
+            continue
+        length = found["length"]
+        body.append([row["label"], str(found["n_pairs"]), *side(found["harmful"]), *side(found["refusal"]),
+                     f"{length['chosen']['mean']:.1f} / {length['rejected']['mean']:.1f}"])
+    return body
+
+
 def _table(header: list[str], body: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
@@ -451,6 +476,13 @@ def render_html(results: dict[str, Any]) -> str:
             image = separability_figure(target, rows, judge, feature) if judge and feature else None
             if image:
                 parts.append(f'<img alt="separability vs ASR" src="{image}">')
+        diagnostics = pair_diagnostics_rows(rows)
+        if diagnostics:
+            judge = next(r["audit"]["pair_diagnostics"]["harm_judge"] for r in rows.values()
+                         if (r.get("audit") or {}).get("pair_diagnostics"))
+            parts.append(f"<h3>Chosen vs rejected answers (harm judge: {html.escape(judge)}; refusal judge; "
+                         "gap = chosen minus rejected, Newcombe paired 95% CI)</h3>"
+                         + _table(PAIR_DIAGNOSTICS_HEADER, diagnostics))
         tasks = sorted({t for row in rows.values() if row.get("general") for t in row["general"]})
         if tasks:
             body = []
@@ -542,6 +574,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                                                         for row in data)]
         for warning in (results.get("warnings") or {}).get(target) or []:
             lines += ["", f"**Warning:** {warning}"]
+        diagnostics = pair_diagnostics_rows(rows)
+        if diagnostics:
+            lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
+                      "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
+                      *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
             lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]

@@ -6,9 +6,13 @@ Two kinds, one interface (``load_reward_model(name).score(prompts, responses)``)
   ``OpenAssistant/reward-model-deberta-v3-large-v2`` for users with hub access). The score is the model's single
   logit for the (prompt, response) as that model expects it: through the tokenizer's chat template when it has
   one, else as a question/answer text pair.
-- ``minilm-bt``, the offline default: a Bradley-Terry head on frozen MiniLM sentence embeddings, trained on real
-  human preference pairs (HH-RLHF harmless + PKU-SafeRLHF, split by prompt) by ``train_embedding_rm``. Its weights
-  ship in ``registry/reward_models/`` (rebuild with ``safepref reward-model train``).
+- ``safety-bt``, the offline default (``safepref.safety_rm``): a linear Bradley-Terry model over a harm
+  classifier's probability (trained on 4,000 human safe/unsafe labels), refusal, length and TF-IDF features of the
+  answer, fitted on the same preference pairs; card in ``registry/reward_models/safety-bt.md``.
+- ``minilm-bt``, the first offline model, kept by name: a Bradley-Terry head on frozen MiniLM sentence
+  embeddings, trained on real human preference pairs (HH-RLHF harmless, split by prompt) by
+  ``train_embedding_rm``. Its weights ship in ``registry/reward_models/`` (rebuild into a folder of your choice
+  with ``safepref reward-model train --kind minilm-bt --out DIR``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from safepref.progress import progress_bar
 from safepref.stats import rate
 
 EMBEDDING_RM = "minilm-bt"
+SAFETY_RM = "safety-bt"  # safepref.safety_rm (same constant there; repeated here to keep that import lazy)
 REWARD_MODELS_DIR = Path(__file__).parent / "registry" / "reward_models"
-DEFAULT_REWARD_MODEL = EMBEDDING_RM
+DEFAULT_REWARD_MODEL = SAFETY_RM
+REGISTRY_REWARD_MODELS = (SAFETY_RM, EMBEDDING_RM)
 
 
 class RewardModel(Protocol):
@@ -42,10 +48,19 @@ class RewardModel(Protocol):
 
 
 def load_reward_model(name: str = DEFAULT_REWARD_MODEL, *, batch_size: int = 8, max_length: int = 512) -> RewardModel:
-    """``minilm-bt`` (or a folder holding such weights), or a HF sequence-classification model by id/folder."""
+    """``safety-bt``, ``minilm-bt``, a file written by ``safepref reward-model train`` (``.joblib``: safety-bt,
+    ``.safetensors``: minilm-bt), or a HF sequence-classification model by id/folder."""
+    if name == SAFETY_RM:
+        from safepref.safety_rm import load_safety_rm
+
+        return load_safety_rm()
     if name == EMBEDDING_RM:
         return EmbeddingRewardModel.from_file(REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors", name=EMBEDDING_RM)
     path = Path(name).expanduser()
+    if path.suffix == ".joblib" and path.is_file():
+        from safepref.safety_rm import SafetyRewardModel
+
+        return SafetyRewardModel.from_file(path, name=path.stem)
     if path.suffix == ".safetensors" and path.is_file():
         return EmbeddingRewardModel.from_file(path, name=path.stem)
     return SequenceClassifierRewardModel(name, batch_size=batch_size, max_length=max_length)

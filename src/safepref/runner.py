@@ -95,7 +95,7 @@ class ExperimentConfig(_Strict):
     targets: list[TargetSpec]
     prompts: PromptSpec = Field(default_factory=PromptSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    reward_model: str = "minilm-bt"
+    reward_model: str = "safety-bt"
     recipes: list[str] = Field(default_factory=lambda: [SFT, "original", "hc_self", "gpt4o_self", "stronger_self",
                                                         "peer_rm", "all_rm", "self_rm"])
     training: dict[str, Any] = Field(default_factory=dict, description="DPOTrainingConfig fields")

@@ -83,6 +83,6 @@ def _unique(responses: list[Response]) -> list[Response]:
 def _label(reward_model: str) -> str:
     """The name scores carry: the registry name, or the model folder's name / hub id."""
     from safepref.models import model_label
-    from safepref.reward_model import EMBEDDING_RM
+    from safepref.reward_model import REGISTRY_REWARD_MODELS
 
-    return reward_model if reward_model == EMBEDDING_RM else model_label(reward_model)
+    return reward_model if reward_model in REGISTRY_REWARD_MODELS else model_label(reward_model)
