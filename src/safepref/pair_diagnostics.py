@@ -15,7 +15,7 @@ from typing import Any
 from safepref.records import Pair
 from safepref.stats import mean_interval, paired_difference_interval, rate
 
-HARM_JUDGE = "classifier"  # the judge that says "harmful"; the trained `harm` judge replaces it once merged
+HARM_JUDGE = "harm"  # the trained judge that reads request and answer together (judges/harm)
 REFUSAL_JUDGE = "refusal"
 LENGTH_UNIT = "words"  # whitespace-separated words of the answer text
 

@@ -471,7 +471,7 @@ def render_html(results: dict[str, Any]) -> str:
                 audits))
             judges = sorted({r["judge"] for row in rows.values() for r in row["safety"]})
             features = sorted({f for row in rows.values() if row.get("audit") for f in row["audit"]["features"]})
-            judge = "classifier" if "classifier" in judges else (judges[0] if judges else None)
+            judge = next((j for j in ("harm", "classifier") if j in judges), judges[0] if judges else None)
             feature = "embed" if "embed" in features else (features[0] if features else None)
             image = separability_figure(target, rows, judge, feature) if judge and feature else None
             if image:
