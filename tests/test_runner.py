@@ -175,3 +175,69 @@ def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
     rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.05)
     assert paper_checks(rows)[0]["verdict"] == "reversed"
     assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []
+
+
+@pytest.fixture(scope="module")
+def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
+    """Another random model of the same shape: a 'stronger' source whose answers differ from the target's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("other-tiny-model")
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_model_dir, other_tiny_model_dir,
+                                                                monkeypatch):
+    from safepref.io import read_pairs
+
+    target = {"model": str(tiny_model_dir), "stronger": str(other_tiny_model_dir), "peers": []}
+    recipes = ["gpt4o_self", "gpt4o_self_rewrite", "gpt4o_self_wpo", "stronger_self", "stronger_self_filter"]
+    path = _config(tmp_path, tiny_model_dir, targets=[target], recipes=recipes,
+                   prompts={"dataset": "saferlhf", "require": ["gpt4o"], "limit": 10})
+    run_dir = tmp_path / "run"
+    run_experiment(path, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entries = manifest["targets"][tiny_model_dir.name]
+    assert entries["gpt4o_self_rewrite"]["base"] == "gpt4o_self" and "debias" not in entries["gpt4o_self_wpo"]
+    original = {p.id: p for p in read_pairs(entries["gpt4o_self"]["pairs"])}
+    rewritten = read_pairs(entries["gpt4o_self_rewrite"]["pairs"])
+    assert rewritten and all(p.debias["rewritten"] and p.debias["original_chosen"] == original[p.id].chosen_text
+                             for p in rewritten)
+    filtered = read_pairs(entries["stronger_self_filter"]["pairs"])
+    n_stronger = len(read_pairs(entries["stronger_self"]["pairs"]))
+    # random models' answers may leave the cues nothing to give away: then nothing is dropped, and that is said
+    filter_summary = json.loads(Path(entries["stronger_self_filter"]["debias"]).read_text())
+    assert 0.4 * n_stronger <= len(filtered) <= n_stronger and all(p.debias["method"] == "filter" for p in filtered)
+    assert filter_summary["n_out"] == len(filtered) == n_stronger - len(filter_summary["dropped"])
+    wpo = json.loads(Path(entries["gpt4o_self_wpo"]["training"]["summary"]).read_text())
+    assert wpo["config"]["weighting"] == "wpo" and "weighting" not in json.loads(
+        Path(entries["gpt4o_self"]["training"]["summary"]).read_text())["config"]
+    # the WPO variant trains on the very pairs file of its original (built once)
+    assert entries["gpt4o_self_wpo"]["pairs"] == entries["gpt4o_self"]["pairs"]
+
+    results = json.loads((run_dir / "results.json").read_text())
+    comparisons = results["mitigations"][tiny_model_dir.name]
+    assert [(c["configuration"], c["original"]) for c in comparisons] == [
+        ("GPT4o+Self+rewrite", "GPT4o+Self"), ("GPT4o+Self+WPO", "GPT4o+Self"), ("Stronger+Self+filter", "Stronger+Self")]
+    for comparison in comparisons:
+        asr = comparison["asr"][0]
+        low, high = asr["difference_ci95"]
+        assert asr["n"] == 4 and -1 <= low <= asr["difference"] <= high <= 1
+        assert set(comparison["separability"]) == {"shallow"}
+    summary = (run_dir / "summary.md").read_text()
+    assert "### Mitigations" in summary and "| Stronger+Self+filter (vs Stronger+Self) |" in summary
+    assert f"{len(filtered)}/{n_stronger} (filter)" in summary
+    assert "Mitigations: each debiased configuration" in (run_dir / "report.html").read_text()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr("safepref.debias.debias_pairs", must_not_run)
+    monkeypatch.setattr("safepref.train.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", must_not_run)
+    run_experiment(path, run_dir)
+    assert json.loads((run_dir / "results.json").read_text())["mitigations"] == results["mitigations"]

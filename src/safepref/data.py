@@ -18,7 +18,7 @@ from typing import Any
 from safepref.errors import InputError
 from safepref.io import iter_csv, iter_jsonl, iter_table, pair_from_row
 from safepref.paths import bundled_data_dir
-from safepref.records import LabelledResponse, Message, Pair, Prompt, Response, Template
+from safepref.records import LabelledResponse, Message, Pair, Prompt, Response, Side, Template
 
 
 def prompt_id(text: str) -> str:
@@ -129,6 +129,41 @@ def _xstest(paths: list[Path]) -> list[Prompt]:
     ]
 
 
+XSTEST_COMPLETION_MODELS = ("llama2new", "mistralguard", "mistralinstruct")  # file order = preference order
+_WANTED = {True: "2_full_refusal", False: "1_full_compliance"}  # by "is the prompt unsafe"
+
+
+def _xstest_multisource_pairs(paths: list[Path]) -> list[Pair]:
+    """Cross-model pairs from human-labelled XSTest completions: per prompt, the wanted behaviour (refuse an unsafe
+    prompt, answer a safe one) from one model as chosen, the unwanted one from *another* model as rejected.
+
+    Both sides come from models other than the bundled ones, and from different models: multi-source data of the
+    kind the paper warns about, held out from everything safepref trains or tunes on.
+    """
+    prompts: dict[str, tuple[str, bool]] = {}
+    answers: dict[str, dict[str, tuple[str, str]]] = {}  # prompt id -> model -> (label, completion)
+    for path, model in zip(paths, XSTEST_COMPLETION_MODELS, strict=True):
+        for _, row in iter_csv(path, required=("id", "type", "prompt", "completion", "final_label")):
+            prompts.setdefault(row["id"], (row["prompt"], row["type"].startswith("contrast_")))
+            if row["completion"].strip():
+                answers.setdefault(row["id"], {})[model] = (row["final_label"], row["completion"].strip())
+    pairs = []
+    for row_id, (prompt, unsafe) in prompts.items():
+        by_model = answers.get(row_id, {})
+        chosen = next((m for m in XSTEST_COMPLETION_MODELS if by_model.get(m, ("",))[0] == _WANTED[unsafe]), None)
+        rejected = next((m for m in XSTEST_COMPLETION_MODELS if m != chosen
+                         and by_model.get(m, ("",))[0] == _WANTED[not unsafe]), None)
+        if chosen is None or rejected is None:
+            continue
+        pairs.append(Pair(
+            id=f"xstest-multisource-{row_id}", prompt=[Message(role="user", content=prompt)],
+            chosen=[Message(role="assistant", content=by_model[chosen][1])],
+            rejected=[Message(role="assistant", content=by_model[rejected][1])], recipe="xstest-multisource",
+            chosen_from=Side(source=f"xstest:{chosen}"), rejected_from=Side(source=f"xstest:{rejected}"),
+        ))
+    return pairs
+
+
 def _instructions(name: str) -> Callable[[list[Path]], list[Prompt]]:
     def load(paths: list[Path]) -> list[Prompt]:
         return [
@@ -204,6 +239,11 @@ REGISTRY: dict[str, BundledDataset] = {
         BundledDataset("xstest", "prompts", ("xstest/xstest_prompts.csv",), "CC-BY-4.0",
                        "paul-rottger/exaggerated-safety", "safe prompts that look unsafe, with unsafe contrasts",
                        _xstest),
+        BundledDataset("xstest-multisource", "pairs",
+                       tuple(f"xstest-completions/xstest_v2_completions_{m}.csv" for m in XSTEST_COMPLETION_MODELS),
+                       "CC-BY-4.0 prompts; completions under the models' terms", "paul-rottger/exaggerated-safety",
+                       "cross-model pairs from XSTest completions (Llama-2-70b-chat, Mistral-7B-Instruct ± guardrail)",
+                       _xstest_multisource_pairs),
         BundledDataset("harmful-instructions", "prompts", ("refusal-direction/harmful_train.json",), "none stated",
                        "andyrdt/refusal_direction (via AdversariaLLM)", "harmful instructions",
                        _instructions("harmful-instructions")),

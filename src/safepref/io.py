@@ -217,12 +217,15 @@ def pair_from_row(row: dict[str, Any], *, path: str | Path, line: int, default_i
     for field in ("chosen_from", "rejected_from"):
         if isinstance(row.get(field), dict):
             provenance[field] = Side.model_validate(row[field])
+    if row.get("debias") is not None and not isinstance(row["debias"], dict):
+        raise InputError("expected an object (what debias did)", path=path, line=line, field="debias")
     return Pair(
         id=str(row.get("id", default_id)),
         prompt=prompt,
         chosen=chosen[-1:],
         rejected=rejected[-1:],
         recipe=str(row.get("recipe", "")),
+        debias=row.get("debias"),
         **provenance,
     )
 

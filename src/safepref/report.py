@@ -19,6 +19,7 @@ import yaml
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
 from safepref.judges import agreement_note
+from safepref.report_mitigations import mitigation_rows, mitigation_table, mitigations_markdown
 from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
@@ -41,6 +42,15 @@ def _order(configurations: list[str]) -> list[str]:
     return known + sorted(c for c in configurations if c not in LABELS)
 
 
+def recipe_label(name: str) -> str:
+    """A recipe's own label (mitigation variants carry one), else its name."""
+    from safepref.recipes import RECIPES_DIR, load_recipe
+
+    if not (RECIPES_DIR / f"{name}.yaml").is_file():
+        return name
+    return load_recipe(name).label or name
+
+
 def _load_json(path: str | None) -> Any:
     if not path or not Path(path).is_file():
         return None
@@ -61,7 +71,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
         rows = {}
         for name in _order(list(configurations)):
             entry = configurations[name]
-            row: dict[str, Any] = {"label": LABELS.get(name, name), "group": _group(name)}
+            row: dict[str, Any] = {"label": LABELS.get(name) or recipe_label(name), "group": _group(name)}
             safety = [s for s in (_load_json(p) for p in entry.get("safety", [])) if s]
             row["safety"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])]
             row["refusal"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])]
@@ -93,7 +103,8 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             "n_training_prompts": manifest.get("n_training_prompts"),
             "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
             "paper_checks": {target: paper_checks(rows) for target, rows in targets.items()},
-            "warnings": {target: data_warnings(rows) for target, rows in targets.items()}}
+            "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
+            "mitigations": mitigation_rows(manifest, targets)}
 
 
 # ---------------------------------------------------------------------------------------------- warnings
@@ -498,6 +509,10 @@ def render_html(results: dict[str, Any]) -> str:
                                if row.get("general") and t in row["general"]), "") for t in tasks}
             parts.append("<h3>General ability (lm-evaluation-harness, value ± stderr)</h3>" + _table(
                 ["configuration", *[f"{t} ({metric[t]})" for t in tasks]], body))
+        if (results.get("mitigations") or {}).get(target):
+            parts.append("<h3>Mitigations: each debiased configuration against its original (debiased vs original; "
+                         "Δ = debiased − original ASR with a Newcombe 95% interval)</h3>"
+                         + _table(*mitigation_table(results["mitigations"][target])))
         image = training_figure(target, rows)
         if image:
             trained = [[row["label"], row["training"]["steps"],
@@ -585,6 +600,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             for check in checks:
                 detail = _check_detail(check, "gap")
                 lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {_check_value(check)}; {detail})")
+    lines += mitigations_markdown(results.get("mitigations") or {})
     return "\n".join(lines) + "\n"
 
 

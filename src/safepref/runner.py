@@ -118,14 +118,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
     from safepref.recipes import load_recipe
     from safepref.train import DPOTrainingConfig
 
-    for target in config.targets:
-        for recipe in config.recipes_for(target):
-            if recipe != SFT:
-                load_recipe(recipe)
+    checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
     for index, target in enumerate(config.targets):
         field = f"targets[{index}].training" if target.training else "training"
+        checks.append((field, config.training_for(target)))
+        for recipe in config.recipes_for(target):
+            if recipe != SFT and (overrides := load_recipe(recipe).training):
+                checks.append((f"recipe {recipe}: training", {**config.training_for(target), **overrides}))
+    for field, settings in checks:
         try:
-            DPOTrainingConfig(**config.training_for(target))
+            DPOTrainingConfig(**settings)
         except ValidationError as error:
             problem = error.errors()[0]
             key = ".".join(str(part) for part in problem["loc"])
@@ -270,6 +272,7 @@ class Run:
     def run(self) -> dict[str, Any]:
         from safepref.build import read_responses
         from safepref.data import prompt_id
+        from safepref.recipes import load_recipe
         from safepref.score import score_responses
 
         self.manifest["versions"] = package_versions(
@@ -294,13 +297,21 @@ class Run:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
                 if recipe != SFT:
-                    pairs = self._timed(f"build {label} {recipe}", lambda r=recipe, t=target, f=response_files,
-                                        s=scores: self.pairs_for(t, r, f, s, prompt_ids))
+                    variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
+                    pairs = self._timed(f"build {label} {variant.base or recipe}",
+                                        lambda r=variant.base or recipe, t=target, f=response_files, s=scores:
+                                        self.pairs_for(t, r, f, s, prompt_ids))
+                    if variant.base:
+                        entry["base"] = variant.base
+                    if variant.debias:
+                        pairs, entry["debias"] = self._timed(f"debias {label} {recipe}",
+                                                             lambda p=pairs, t=target, v=variant: self.debias(t, p, v))
                     entry["pairs"] = str(pairs)
                     entry["data"] = pairs_data(pairs)
                     if self.config.audit:
                         entry["audit"] = self._timed(f"audit {label} {recipe}", lambda p=pairs: self.audit(p))
-                    entry["training"] = self._timed(f"train {label} {recipe}", lambda p=pairs, t=target: self.train(t, p))
+                    entry["training"] = self._timed(f"train {label} {recipe}",
+                                                    lambda p=pairs, t=target, v=variant: self.train(t, p, v.training))
                     model_for_eval = entry["training"]["out_dir"]
                     self._save()
                 entry["safety"] = self._timed(f"safety {label} {recipe}",
@@ -327,13 +338,30 @@ class Run:
                                                             seed=self.config.seed), out)
         return str(out / "audit.json")
 
-    def train(self, target: TargetSpec, pairs_path: Path) -> dict[str, Any]:
-        from dataclasses import asdict
+    def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
+        """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
+        from safepref.audit import SHALLOW_VERSION, phrase_cues
+        from safepref.debias import REWRITE_VERSION, DebiasConfig, debias_pairs, summary_path
+        from safepref.io import read_pairs
 
-        from safepref.train import DPOTrainingConfig, train_dpo
+        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
+                    "target": target.model, "seed": self.config.seed}
+        if self.config.generation.batch_size:
+            settings["batch_size"] = self.config.generation.batch_size
+        key = stage_key("debias", models.weights_fingerprint(target.model), file_fingerprint(pairs_path), settings,
+                        REWRITE_VERSION, SHALLOW_VERSION, phrase_cues())
+        out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
+        if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
+            debias_pairs(read_pairs(pairs_path), DebiasConfig(**settings), out,
+                         {str(pairs_path): file_fingerprint(pairs_path)})
+        return out, str(summary_path(out))
 
-        config = DPOTrainingConfig(**self.config.training_for(target))
-        key = stage_key("train", models.weights_fingerprint(target.model), file_fingerprint(pairs_path), asdict(config))
+    def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        from safepref.train import DPOTrainingConfig, train_dpo, training_record
+
+        config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
+        key = stage_key("train", models.weights_fingerprint(target.model), file_fingerprint(pairs_path),
+                        training_record(config))
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now

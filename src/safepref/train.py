@@ -48,7 +48,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -118,6 +118,21 @@ class DPOTrainingConfig:
     """Write a resumable checkpoint every this many steps."""
     keep_checkpoints: bool = False
     """Keep checkpoint-* folders after a finished run (they hold optimizer state and are large)."""
+    weighting: Literal["none", "wpo"] = "none"
+    """Pair weighting: "wpo" weights each pair by how likely the policy is to produce it (WPO, arXiv 2406.11827;
+    TRL's ``use_weighting``), so off-policy pairs (another model's answers) count less; "none" is plain DPO."""
+    ld_alpha: float | None = Field(None, ge=0.0, le=1.0)
+    """Length desensitisation (LD-DPO, TRL's ``ld_alpha``): log-probs of tokens beyond the shorter answer's length
+    are scaled by this factor, so a length difference weighs less; None (or 1.0) is plain DPO."""
+
+
+NEW_FIELD_DEFAULTS = {"weighting": "none", "ld_alpha": None}  # fields added after runs were keyed without them
+
+
+def training_record(config: DPOTrainingConfig) -> dict[str, Any]:
+    """The config as recorded and keyed: later-added fields at their default are left out, so runs finished before
+    they existed keep their keys and their summaries still match."""
+    return {k: v for k, v in asdict(config).items() if k not in NEW_FIELD_DEFAULTS or v != NEW_FIELD_DEFAULTS[k]}
 
 
 @dataclass
@@ -148,7 +163,7 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     if summary_path.is_file() and not force:
         summary = json.loads(summary_path.read_text())
         same = (summary.get("pairs_sha256_12") == file_fingerprint(pairs_path) and summary.get("model") == str(model)
-                and summary.get("config") == json.loads(json.dumps(asdict(config)))
+                and summary.get("config") == json.loads(json.dumps(training_record(config)))
                 and (not (out_dir / IDENTITY_FILE).is_file() or not _identity_differences(out_dir, identity)))
         if not same:
             raise InputError("holds a finished run of another model, pairs file or config: pass --force to "
@@ -204,6 +219,8 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=False,
+        use_weighting=config.weighting == "wpo",
+        ld_alpha=config.ld_alpha,
     )
     peft_config = None
     if config.lora:
@@ -237,7 +254,7 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     )
     write_json_atomic(summary_path, {  # written last: its presence marks a finished run
         "model": str(model), "base_path": base_path, "pairs": str(pairs_path),
-        "pairs_sha256_12": file_fingerprint(pairs_path), "config": asdict(config), "result": asdict(result),
+        "pairs_sha256_12": file_fingerprint(pairs_path), "config": training_record(config), "result": asdict(result),
         "versions": package_versions("torch", "transformers", "trl", "peft"), "seed": config.seed, "n_pairs": len(pairs),
         "final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds,
     })
@@ -250,7 +267,7 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
 def run_identity(model: str | Path, pairs_path: Path, config: DPOTrainingConfig) -> dict[str, Any]:
     """What a run's checkpoints are made from: the model's weights, the pairs' bytes and every training setting."""
     return {"model_weights": weights_fingerprint(model), "pairs": file_fingerprint(pairs_path, length=24),
-            "settings": json.loads(json.dumps(asdict(config)))}
+            "settings": json.loads(json.dumps(training_record(config)))}
 
 
 def _identity_differences(out_dir: Path, identity: dict[str, Any]) -> str:

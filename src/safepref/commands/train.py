@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         group_by_length: bool = typer.Option(True, help="Batch pairs of similar length together."),
         save_steps: int = typer.Option(50, help="Checkpoint every N steps (an interrupted run resumes from it)."),
         keep_checkpoints: bool = typer.Option(False, help="Keep checkpoint folders after a finished run."),
+        weighting: str = typer.Option("none", help="Pair weighting: none, or wpo (WPO: off-policy pairs count less)."),
+        ld_alpha: float = typer.Option(None, "--ld-alpha", help="LD-DPO length desensitisation in [0, 1] (none: off)."),
         force: bool = typer.Option(False, "--force", help="Retrain even if OUT holds a finished run."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     ) -> None:
@@ -56,7 +58,7 @@ def register(app: typer.Typer) -> None:
                 grad_accum=grad_accum, max_length=max_length, seed=seed, bf16=bf16,
                 gradient_checkpointing=gradient_checkpointing,
                 precompute_ref_log_probs=precompute_ref, group_by_length=group_by_length, save_steps=save_steps,
-                keep_checkpoints=keep_checkpoints,
+                keep_checkpoints=keep_checkpoints, weighting=weighting, ld_alpha=ld_alpha,
             )
         except ValidationError as error:
             first = error.errors()[0]
