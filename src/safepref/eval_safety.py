@@ -10,7 +10,6 @@ Artifacts in the run folder:
 
 from __future__ import annotations
 
-import re
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safepref.attacks import Attack, load_suite, parse_attack_names
 from safepref.io import fingerprint, write_json_atomic, write_jsonl_atomic
 from safepref.judges import JudgeInput, get_judge, parse_judge_names
+from safepref.paths import slug
 from safepref.records import Prompt, Verdict
 from safepref.stats import agreement, rate
 
@@ -49,10 +49,6 @@ class SafetyEvalConfig(BaseModel):
         return parse_judge_names(value) if isinstance(value, str) else value
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def _is_xstest(prompts: list[Prompt]) -> bool:
     return all(p.dataset == "xstest" for p in prompts)
 
@@ -80,7 +76,7 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path) -
     verdict_rows: list[dict[str, Any]] = []
     for attack in attacks:
         attacked = attack.attacked_prompts(prompts)
-        responses = generate_responses(attacked, model, out_dir / f"responses-{_slug(attack.name)}-{generation_key}.jsonl",
+        responses = generate_responses(attacked, model, out_dir / f"responses-{slug(attack.name)}-{generation_key}.jsonl",
                                        generation)
         answer = {r.prompt_id: r for r in responses if r.sample_index == -1} or {r.prompt_id: r for r in responses}
         rows = []

@@ -20,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref import models
-from safepref.errors import InputError
+from safepref.errors import InputError, input_error_from
 from safepref.io import file_fingerprint, fingerprint, read_yaml_record, write_json_atomic
+from safepref.paths import slug
 from safepref.versions import package_versions
 
 SFT = "sft"  # the configuration without DPO: the target as it is
@@ -120,11 +121,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         try:
             DPOTrainingConfig(**config.training_for(target))
         except ValidationError as error:
-            problem = error.errors()[0]
-            key = ".".join(str(part) for part in problem["loc"])
-            reason = "unknown key" if problem["type"] == "unexpected_keyword_argument" else problem["msg"].lower()
-            raise InputError(f"bad training setting: {reason}", path=path,
-                             field=f"{field}.{key}" if key else field) from None
+            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
     return config
 
 
@@ -211,7 +208,7 @@ class Run:
         for source, greedy in jobs:
             config = GenerationConfig(greedy=greedy, **base)
             mode = "greedy" if greedy else f"k{g.samples}"
-            path = self.dir / "responses" / f"{_slug(models.model_label(source))}-{mode}-" \
+            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-" \
                                             f"{fingerprint(source, config.settings(), prompt_key)}.jsonl"
             self._timed(f"generate {models.model_label(source)} {mode}",
                         lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
@@ -238,7 +235,7 @@ class Run:
                             seed=self.config.seed, reward_model=None)
         key = fingerprint(recipe.model_dump(), [file_fingerprint(f) for f in response_files],
                           self.config.reward_model, build.seed, build.stronger, build.peers)
-        out = self.dir / "pairs" / _slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
+        out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
             pairs = build_pairs(recipe, read_responses(response_files), scores if recipe.needs_scores else None,
@@ -266,7 +263,7 @@ class Run:
             if response_files:
                 responses = read_responses(response_files)
                 scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{_slug(self.config.reward_model)}.jsonl"))
+                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl"))
             for recipe in recipes:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
@@ -328,7 +325,7 @@ class Run:
                                       judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model)
             key = fingerprint(_model_key(model), config.model_dump(mode="json"))
-            out = self.dir / "safety" / f"{_slug(models.model_label(model))}-{_slug(suite)}-{key}"
+            out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():
                 evaluate_safety(model, config, out)
             summaries.append(str(out / "summary.json"))
@@ -340,7 +337,7 @@ class Run:
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
-        out = self.dir / "general" / f"{_slug(models.model_label(model))}-{fingerprint(_model_key(model))}"
+        out = self.dir / "general" / f"{slug(models.model_label(model))}-{fingerprint(_model_key(model))}"
         evaluate_general(model, config, out)  # keyed and cached inside the stage
         return str(out / "general.json")
 
@@ -356,7 +353,3 @@ def _model_key(model: str) -> str:
     """Identity of a model for cache keys: a trained folder by its summary, otherwise its name."""
     summary = Path(model) / "train_summary.json"
     return file_fingerprint(summary) if summary.is_file() else str(model)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
