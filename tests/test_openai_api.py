@@ -54,7 +54,7 @@ def test_missing_key_for_remote_url_names_the_variable(monkeypatch):
 
 def test_loopback_accepts_a_missing_key(chat_server, monkeypatch):
     monkeypatch.delenv("SAFEPREF_NO_SUCH_KEY", raising=False)
-    client = ChatEndpoint("m", base_url=chat_server.base_url, api_key_env="SAFEPREF_NO_SUCH_KEY", timeout=2)
+    client = ChatEndpoint("m", base_url=chat_server.base_url, api_key_env="SAFEPREF_NO_SUCH_KEY", timeout=60)
     assert client.complete([{"role": "user", "content": "a"}], max_tokens=2)[0] == "echo: a"
 
 
