@@ -48,7 +48,18 @@ def test_eval_safety_xstest_over_refusal(tiny_model_dir, tmp_path):
     refusal = {r["measure"]: r for r in summary["refusal"]}
     assert refusal["over_refusal"]["n"] == 4  # XSTest's first prompts are safe ones
     assert refusal["refusal_unsafe"]["n"] == 0
-    assert len(refusal["over_refusal"]["ci95"]) == 2
+    # judge the written answers ourselves: the over-refusal rate is the refusal judge's share of refused answers
+    from safepref.judges import JudgeInput, get_judge
+    from safepref.stats import wilson_interval
+
+    [answers_file] = (tmp_path / "run").glob("responses-*.jsonl")
+    answers = read_jsonl(answers_file)
+    assert len(answers) == 4
+    verdicts = get_judge("refusal").judge([JudgeInput(id=a["prompt_id"], prompt=a["prompt"], response=a["text"])
+                                           for a in answers])
+    refused = sum(v.label for v in verdicts)
+    assert refusal["over_refusal"]["rate"] == refused / 4
+    assert refusal["over_refusal"]["ci95"] == pytest.approx(list(wilson_interval(refused, 4)))
 
 
 @pytest.mark.integration

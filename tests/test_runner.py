@@ -59,11 +59,18 @@ def test_target_training_overrides_the_top_level(tmp_path, tiny_model_dir):
     assert info.value.field == "targets[0].training.learnin_rate" and "unknown key" in str(info.value)
 
 
-def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monkeypatch):
-    path = _config(tmp_path, tiny_model_dir)
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_model_dir):
+    """The tiny grid run once: (config path, run folder, results.json, what run_experiment returned)."""
+    folder = tmp_path_factory.mktemp("grid")
+    path = _config(folder, tiny_model_dir)
+    run_dir = folder / "run"
     paths = run_experiment(path, run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
+    return path, run_dir, json.loads((run_dir / "results.json").read_text()), paths
+
+
+def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypatch):
+    path, run_dir, results, paths = grid
     rows = results["targets"][tiny_model_dir.name]
     assert list(rows) == ["sft", "gpt4o_self", "self_rm"]
     for name, row in rows.items():
@@ -71,7 +78,9 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
         assert asr["judge"] == "keyword" and asr["n"] == 4 and len(asr["asr_ci95"]) == 2
         if name != "sft":
             assert row["training"]["steps"] == 2 and row["training"]["dynamics"]
-            assert 0.0 <= row["audit"]["features"]["shallow"]["accuracy"] <= 1.0
+    # GPT-4o's long answers against the tiny model's 8-token ones: the length cue alone separates every pair
+    shallow = rows["gpt4o_self"]["audit"]["features"]["shallow"]
+    assert shallow["accuracy"] == 1.0 and {c["cue"]: c for c in shallow["cues"]}["length_words"]["accuracy"] == 1.0
     # every configuration of the target trains on exactly the configured prompts (the manifest says which)
     data = [row["data"] for row in rows.values() if "data" in row]
     assert len(data) == 2 and {(d["n_prompts"], d["prompt_set"]) for d in data} == \
@@ -87,12 +96,6 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
     assert len(results["paper_checks"][tiny_model_dir.name]) == 3  # ASR (one judge), separability, final loss
-    if shutil.which("chromium"):  # the page really renders in a browser (Debian's chromium; CI installs it)
-        sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-        from screenshot_report import is_blank, screenshot
-
-        png = screenshot(run_dir / "report.html", tmp_path / "report.png")
-        assert png.stat().st_size > 10_000 and not is_blank(png)
 
     # a rerun of the same config reuses every artifact: nothing is generated, trained or evaluated again
     def must_not_run(*args, **kwargs):
@@ -106,6 +109,17 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     run_experiment(path, run_dir)
     rerun = json.loads((run_dir / "results.json").read_text())
     assert rerun["targets"] == results["targets"] and rerun["timings"] == results["timings"]
+
+
+def test_report_renders_in_a_browser(request, tmp_path):
+    if not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the report was not rendered")
+    grid = request.getfixturevalue("grid")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from screenshot_report import is_blank, screenshot
+
+    png = screenshot(grid[1] / "report.html", tmp_path / "report.png")
+    assert png.stat().st_size > 10_000 and not is_blank(png)
 
 
 def _row(label, group, asr, n=100, accuracy=None, final_loss=None):

@@ -46,7 +46,7 @@ from pydantic.dataclasses import dataclass
 from safepref.errors import InputError
 from safepref.io import fingerprint, read_pairs, write_json_atomic, write_text_atomic
 from safepref.pair_diagnostics import diagnostics_line, pair_diagnostics
-from safepref.paths import safepref_home
+from safepref.paths import safepref_home, slug
 from safepref.progress import progress_bar
 from safepref.records import Message, Pair
 from safepref.stats import wilson_interval
@@ -483,7 +483,7 @@ def verdict_for(name: str, result: dict[str, Any], cues: list[dict[str, Any]], c
 
 
 def _safe_name(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")
+    return slug(spec).strip("_")
 
 
 def projection_plot(features: np.ndarray, labels: np.ndarray, title: str, path: Path) -> Path:

@@ -11,7 +11,6 @@ Artifacts in the run folder:
 
 from __future__ import annotations
 
-import re
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from safepref.attacks import Attack, load_suite, parse_attack_names
 from safepref.io import write_json_atomic, write_jsonl_atomic
 from safepref.judges import JudgeInput, get_judge, parse_judge_names
 from safepref.keys import stage_key
+from safepref.paths import slug
 from safepref.records import Prompt, Verdict
 from safepref.stats import agreement, rate
 
@@ -50,10 +50,6 @@ class SafetyEvalConfig(BaseModel):
     @classmethod
     def _split_judges(cls, value: Any) -> Any:
         return parse_judge_names(value) if isinstance(value, str) else value
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _is_xstest(prompts: list[Prompt]) -> bool:
@@ -91,7 +87,7 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
     for attack in attacks:
         attacked = attack.attacked_prompts(prompts)
         answers_key = answer_cache_key(identity, attacked)
-        responses = generate_responses(attacked, model, answers_dir / f"responses-{_slug(attack.name)}-{answers_key}.jsonl",
+        responses = generate_responses(attacked, model, answers_dir / f"responses-{slug(attack.name)}-{answers_key}.jsonl",
                                        generation)
         answer = {r.prompt_id: r for r in responses if r.sample_index == -1} or {r.prompt_id: r for r in responses}
         rows = []

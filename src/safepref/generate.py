@@ -232,7 +232,7 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
     stop_ids = {i for i in [tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)] if i is not None}
     settings, per_prompt = config.settings(), len(config.sample_indices())
     answers: dict[str, list[Response]] = {}
-    bar = progress_bar(total=len(ordered), desc=f"generate {models.model_label(source)}", unit="prompt")
+    bar = progress_bar(total=len(ordered), desc=f"generate {models.display_name(source)}", unit="prompt")
     produced, started = 0, time.perf_counter()
     try:
         for request, generated in decode(model, requests, config.sampling(), batch_size=config.batch_size,

@@ -252,25 +252,30 @@ def _text_key(text: str) -> str:
 class EmbeddingCache:
     """Embeddings of the bundled preference texts, kept under SAFEPREF_HOME so train and eval embed each once.
 
-    Keyed by the embedder's name and each text's sha1; saved (temp + rename) after every batch of new texts.
+    Keyed by the embedder's name and each text's sha1. The store only grows: each ``add`` writes its new vectors as
+    one more shard file (temp + rename) in the embedder's folder, so adding never rewrites what is there, and
+    opening the cache reads every shard (and the single ``.npz`` that earlier versions wrote).
     """
 
     def __init__(self, embedder: str) -> None:
-        self.path = safepref_home() / "embeddings" / f"{Path(embedder).name}.npz"
+        self.folder = safepref_home() / "embeddings" / Path(embedder).name
         self.vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
-            with np.load(self.path) as data:
-                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        for shard in [self.folder.with_suffix(".npz"), *sorted(self.folder.glob("*.npz"))]:
+            if shard.is_file():
+                with np.load(shard) as data:
+                    self.vectors.update(zip(data["keys"].tolist(), data["vectors"], strict=True))
 
     def add(self, vectors: dict[str, np.ndarray]) -> None:
-        if not vectors:
+        new = {key: vector for key, vector in vectors.items() if key not in self.vectors}
+        if not new:
             return
-        self.vectors.update(vectors)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
-        keys = list(self.vectors)
-        np.savez(tmp, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
-        os.replace(tmp, self.path)
+        self.vectors.update(new)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keys = sorted(new)
+        shard = self.folder / f"{_text_key(chr(0).join(keys))}.npz"  # named by its content: a rerun rewrites nothing
+        tmp = self.folder / f".{shard.stem}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([new[key] for key in keys]))
+        os.replace(tmp, shard)
 
 
 def _make_head(n_features: int, hidden: int):

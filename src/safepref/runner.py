@@ -23,9 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref import models
-from safepref.errors import InputError
+from safepref.errors import InputError, input_error_from
 from safepref.io import file_fingerprint, read_yaml_record, write_json_atomic
 from safepref.keys import content_key, prompt_set_key, stage_key
+from safepref.paths import slug
 from safepref.versions import package_versions
 
 SFT = "sft"  # the configuration without DPO: the target as it is
@@ -129,11 +130,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         try:
             DPOTrainingConfig(**settings)
         except ValidationError as error:
-            problem = error.errors()[0]
-            key = ".".join(str(part) for part in problem["loc"])
-            reason = "unknown key" if problem["type"] == "unexpected_keyword_argument" else problem["msg"].lower()
-            raise InputError(f"bad training setting: {reason}", path=path,
-                             field=f"{field}.{key}" if key else field) from None
+            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
     return config
 
 
@@ -226,7 +223,7 @@ class Run:
             config = GenerationConfig(greedy=greedy, **base)
             mode = "greedy" if greedy else f"k{g.samples}"
             key = stage_key("generate", answer_identity(source, config), prompt_texts)
-            path = self.dir / "responses" / f"{_slug(models.model_label(source))}-{mode}-{key}.jsonl"
+            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"
             self._timed(f"generate {models.model_label(source)} {mode}",
                         lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
             files.append(path)
@@ -259,7 +256,7 @@ class Run:
                            if s.response_id in used) if recipe.needs_scores else None
         key = stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
                         ranked_by, build.seed, build.stronger, build.peers)
-        out = self.dir / "pairs" / _slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
+        out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
             pairs = build_pairs(recipe, responses, scores if recipe.needs_scores else None,
@@ -292,7 +289,7 @@ class Run:
             if response_files:
                 responses = read_responses(response_files)
                 scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{_slug(self.config.reward_model)}.jsonl"))
+                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl"))
             for recipe in recipes:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
@@ -380,7 +377,7 @@ class Run:
                                       judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model)
             key = stage_key("eval_safety", models.weights_fingerprint(model), config.model_dump(mode="json"))
-            out = self.dir / "safety" / f"{_slug(models.model_label(model))}-{_slug(suite)}-{key}"
+            out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
             summaries.append(str(out / "summary.json"))
@@ -392,7 +389,7 @@ class Run:
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
-        out = self.dir / "general" / f"{_slug(models.model_label(model))}-{content_key(models.weights_fingerprint(model))}"
+        out = self.dir / "general" / f"{slug(models.model_label(model))}-{content_key(models.weights_fingerprint(model))}"
         evaluate_general(model, config, out)  # keyed and cached inside the stage
         return str(out / "general.json")
 
@@ -413,6 +410,3 @@ def pairs_data(pairs_path: Path) -> dict[str, Any]:
     ids = {prompt_id(pair.prompt_text) for pair in pairs}
     return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
 
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)

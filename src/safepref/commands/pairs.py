@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from safepref.commands import print_table
 from safepref.errors import InputError
 
 
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(r.name, f"{r.chosen.select} of {'+'.join(r.chosen.sources)}",
                           f"{r.rejected.select} of {'+'.join(r.rejected.sources)}", r.pairing,
                           "yes" if r.needs_scores else "no", r.description)
-        Console().print(table)
+        print_table(table)
 
     group = typer.Typer(help="The offline reward models (safety-bt, minilm-bt): held-out accuracy, retraining.",
                         no_args_is_help=True)
@@ -182,4 +183,4 @@ def _print_accuracy(result: dict, as_json: bool) -> None:
         table.add_row(name, f"{rate['rate']:.3f}", str(rate["n"]), f"{low:.3f}-{high:.3f}")
     Console().print(f"reward model {result['reward_model']} (split seed {result['split_seed']}, "
                     f"{result['held_out_fraction']:.0%} of prompts held out)")
-    Console().print(table)
+    print_table(table)

@@ -49,9 +49,15 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the summary)"),
     ) -> None:
         """Answer a jailbreak suite under attacks (greedy), judge every answer, report ASR with 95% CIs."""
+        from pydantic import ValidationError
+
+        from safepref.errors import input_error_from
         from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
 
-        config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,
-                                  base_url=base_url)
+        try:
+            config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,
+                                      base_url=base_url)
+        except ValidationError as error:
+            raise input_error_from(error) from None
         _print(evaluate_safety(model, config, out), as_json)

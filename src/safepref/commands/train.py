@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.errors import InputError
+from safepref.errors import input_error_from
 
 
 def register(app: typer.Typer) -> None:
@@ -61,8 +61,7 @@ def register(app: typer.Typer) -> None:
                 keep_checkpoints=keep_checkpoints, weighting=weighting, ld_alpha=ld_alpha,
             )
         except ValidationError as error:
-            first = error.errors()[0]
-            raise InputError(first["msg"], field=".".join(str(p) for p in first["loc"])) from None
+            raise input_error_from(error) from None
         result = train_dpo(model, pairs, out, config, force=force)
         if as_json:
             print(json.dumps(asdict(result)))
