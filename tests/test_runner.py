@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safepref.audit import AuditConfig, audit_pairs
 from safepref.errors import InputError
+from safepref.io import read_pairs
 from safepref.runner import load_config, run_experiment
 
 from .conftest import run_cli
@@ -78,9 +80,15 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
         assert asr["judge"] == "keyword" and asr["n"] == 4 and len(asr["asr_ci95"]) == 2
         if name != "sft":
             assert row["training"]["steps"] == 2 and row["training"]["dynamics"]
-    # GPT-4o's long answers against the tiny model's 8-token ones: the length cue alone separates every pair
-    shallow = rows["gpt4o_self"]["audit"]["features"]["shallow"]
-    assert shallow["accuracy"] == 1.0 and {c["cue"]: c for c in shallow["cues"]}["length_words"]["accuracy"] == 1.0
+    # the runner audits the pairs it built: its numbers are that file's audit, and GPT-4o's long answers (chosen)
+    # against the tiny model's 8-token ones (rejected) show in the length cue
+    [pairs_file] = (run_dir / "pairs").rglob("gpt4o_self-*.jsonl")
+    direct = audit_pairs(read_pairs(pairs_file), AuditConfig(features=["shallow"], folds=2, seed=0))
+    audit = rows["gpt4o_self"]["audit"]
+    assert audit["n_pairs"] == direct["n_pairs"] == 6
+    assert audit["features"]["shallow"]["accuracy"] == direct["features"]["shallow"]["accuracy"]
+    length = {c["cue"]: c for c in direct["features"]["shallow"]["cues"]}["length_words"]
+    assert length["rejected_mean"] <= 8 < 20 < length["chosen_mean"]
     # every configuration of the target trains on exactly the configured prompts (the manifest says which)
     data = [row["data"] for row in rows.values() if "data" in row]
     assert len(data) == 2 and {(d["n_prompts"], d["prompt_set"]) for d in data} == \
