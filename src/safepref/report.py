@@ -18,6 +18,7 @@ import yaml
 
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
+from safepref.report_benign import add_collapse_check, benign_html, benign_markdown
 from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
@@ -67,6 +68,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
             general = _load_json(entry.get("general"))
             row["general"] = general.get("tasks") if general else None
+            row["benign"] = _load_json(entry.get("benign"))
             audit = _load_json(entry.get("audit"))
             if audit:
                 row["audit"] = {
@@ -87,7 +89,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "seed": manifest.get("seed"), "timings": manifest.get("timings"),
             "n_training_prompts": manifest.get("n_training_prompts"), "targets": targets,
-            "paper_checks": {target: paper_checks(rows) for target, rows in targets.items()}}
+            "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()}}
 
 
 # ---------------------------------------------------------------------------------------------- the paper's claims
@@ -111,7 +113,8 @@ def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str 
 
 
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
-    text = f"{comparison['configuration']} {comparison['value']:.2f}"
+    text = f"{comparison['configuration']} {comparison['value']:.2f}" + (" (collapsed)" if comparison.get("collapsed")
+                                                                         else "")
     if "difference_ci95" in comparison:
         text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
     return text
@@ -310,8 +313,8 @@ def render_html(results: dict[str, Any]) -> str:
         parts.append(f"<h2>Target: {html.escape(target)}</h2>")
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
-            body = [[check["claim"], f"{check['self_rm']:.2f}",
-                     "; ".join(_comparison_text(c, "Δ") for c in check["comparisons"]),
+            body = [[check["claim"], "" if check["self_rm"] is None else f"{check['self_rm']:.2f}",
+                     check.get("detail") or "; ".join(_comparison_text(c, "Δ") for c in check["comparisons"]),
                      check["verdict"]] for check in checks]
             parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
                          + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
@@ -335,6 +338,7 @@ def render_html(results: dict[str, Any]) -> str:
         if agreement:
             parts.append("<h3>Agreement between judges</h3>" + _table(
                 ["configuration", "attack", "judges", "n", "agreement", "Cohen's kappa"], agreement))
+        parts.append(benign_html(rows, _table))
         refusal = [[row["label"], r.get("suite"), r["attack"], r["measure"], r["n"],
                     "" if r["rate"] is None else f"{r['rate']:.2f}", _ci(r.get("ci95"))]
                    for row in rows.values() for r in row["refusal"]]
@@ -437,12 +441,14 @@ def render_markdown(results: dict[str, Any]) -> str:
                 cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" if found and found["value"] is not None
                              else "–")
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines += benign_markdown(rows)
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
             lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
             for check in checks:
-                detail = "; ".join(_comparison_text(c, "gap") for c in check["comparisons"])
-                lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {check['self_rm']:.2f}; {detail})")
+                detail = check.get("detail") or "; ".join(_comparison_text(c, "gap") for c in check["comparisons"])
+                base = "" if check["self_rm"] is None else f"Self+RM {check['self_rm']:.2f}; "
+                lines.append(f"- {check['claim']}: **{check['verdict']}** ({base}{detail})")
     return "\n".join(lines) + "\n"
 
 
