@@ -113,8 +113,8 @@ def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str 
 
 
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
-    text = f"{comparison['configuration']} {comparison['value']:.2f}" + (" (collapsed)" if comparison.get("collapsed")
-                                                                         else "")
+    collapsed = " (answers collapsed)" if comparison.get("collapsed") else ""
+    text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
     if "difference_ci95" in comparison:
         text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
     return text
