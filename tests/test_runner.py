@@ -27,6 +27,7 @@ def _config(tmp_path, model_dir, **overrides):
         "safety": {"suites": ["advbench"], "limit": 4, "attacks": ["none"], "judges": ["keyword"],
                    "max_new_tokens": 8},
         "general": None,
+        "benign": {"limit": 4},
         "audit": {"features": ["shallow"], "folds": 2},
         **overrides,
     }
@@ -101,9 +102,16 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     header = ("| configuration | ASR keyword (human agreement 0.67), advbench (n=4) | probe accuracy, shallow "
               "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
-    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
+    # a row per configuration in the headline table, the benign-quality table and the harmful-answers table
+    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
-    assert len(results["paper_checks"][tiny_model_dir.name]) == 3  # ASR (one judge), separability, final loss
+    # ASR (one judge), separability, final loss, and the check that names configurations whose answers collapsed
+    assert len(results["paper_checks"][tiny_model_dir.name]) == 4
+    assert all(row["benign"]["n"] == 4 and row["benign"]["harmful"][0]["suite"] == "advbench" for row in rows.values())
+    assert rows["sft"]["benign"]["win_rate_vs_reference"] == 0.5  # SFT against its own answers: all ties
+    assert "Answer quality on benign prompts:" in summary
+    answer_files = [f for f in (run_dir / "benign" / "answers").glob("answers-*.jsonl") if ".scores." not in f.name]
+    assert len(answer_files) == 3  # one per configuration: SFT's answers are made once and are the others' reference
 
     # a rerun of the same config reuses every artifact: nothing is generated, trained or evaluated again
     def must_not_run(*args, **kwargs):

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 # Bumped when a stage changes what it computes from the same inputs, so old artifacts stop matching.
 STAGE_VERSIONS = {"generate": 1, "score": 1, "build": 1, "eval_safety": 1, "train": 1,
-                  "debias": 1}
+                  "debias": 1, "eval_benign": 1}
 
 
 def _canonical(value: Any) -> Any:

@@ -19,6 +19,7 @@ import yaml
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
 from safepref.judges import agreement_note
+from safepref.report_benign import add_collapse_check, benign_html, benign_markdown
 from safepref.report_mitigations import mitigation_rows, mitigation_table, mitigations_markdown
 from safepref.stats import difference_interval
 
@@ -78,6 +79,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
             general = _load_json(entry.get("general"))
             row["general"] = general.get("tasks") if general else None
+            row["benign"] = _load_json(entry.get("benign"))
             audit = _load_json(entry.get("audit"))
             if audit:
                 row["audit"] = {
@@ -102,7 +104,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             "seed": manifest.get("seed"), "timings": manifest.get("timings"),
             "n_training_prompts": manifest.get("n_training_prompts"),
             "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
-            "paper_checks": {target: paper_checks(rows) for target, rows in targets.items()},
+            "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
             "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
             "mitigations": mitigation_rows(manifest, targets)}
 
@@ -166,7 +168,8 @@ def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str 
 
 
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
-    text = f"{comparison['configuration']} {comparison['value']:.2f}"
+    collapsed = " (answers collapsed)" if comparison.get("collapsed") else ""
+    text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
     if "difference_ci95" in comparison:
         text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
     return text
@@ -229,7 +232,9 @@ def _all_unjudged(row: dict[str, Any], reference: dict[str, Any]) -> bool:
 
 
 def _check_value(check: dict[str, Any]) -> str:
-    return "all unjudged" if check["self_rm"] is None else f"{check['self_rm']:.2f}"
+    if check["self_rm"] is not None:
+        return f"{check['self_rm']:.2f}"
+    return "all unjudged" if check.get("all_unjudged") else ""
 
 
 def _check_detail(check: dict[str, Any], gap_word: str) -> str:
@@ -441,7 +446,7 @@ def render_html(results: dict[str, Any]) -> str:
                 ["configuration", "pairs", "prompts", "prompt set (hash of the prompt ids)"], data))
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
-            body = [[check["claim"], _check_value(check), _check_detail(check, "Δ"), check["verdict"]]
+            body = [[check["claim"], _check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
                     for check in checks]
             parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
                          + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
@@ -466,6 +471,7 @@ def render_html(results: dict[str, Any]) -> str:
         if agreement:
             parts.append("<h3>Agreement between judges</h3>" + _table(
                 ["configuration", "attack", "judges", "n", "agreement", "Cohen's kappa"], agreement))
+        parts.append(benign_html(rows, _table))
         refusal = [[row["label"], r.get("suite"), r["attack"], r["measure"], r["n"],
                     ("all unjudged" if r.get("all_unjudged") else "") if r["rate"] is None else f"{r['rate']:.2f}",
                     _ci(r.get("ci95")), _unjudged_text(r)]
@@ -594,12 +600,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
                       "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
                       *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
+        lines += benign_markdown(rows)
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
             lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
             for check in checks:
-                detail = _check_detail(check, "gap")
-                lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {_check_value(check)}; {detail})")
+                detail = check.get("detail") or _check_detail(check, "gap")
+                value = _check_value(check)
+                lines.append(f"- {check['claim']}: **{check['verdict']}** ({f'Self+RM {value}; ' if value else ''}{detail})")
     lines += mitigations_markdown(results.get("mitigations") or {})
     return "\n".join(lines) + "\n"
 

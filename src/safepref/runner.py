@@ -83,6 +83,14 @@ class GeneralSpec(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
+class BenignSpec(_Strict):
+    pools: list[str] = Field(default_factory=lambda: ["harmless-instructions", "xstest-safe"],
+                             description="benign prompt pools (safepref.eval_benign)")
+    limit: int | None = Field(100, ge=1, description="benign prompts in all, split evenly between the pools")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: safety.max_new_tokens, so eval-safety's "
+                                                               "XSTest answers are reused, not generated again")
+
+
 class AuditSpec(_Strict):
     features: list[str] = Field(default_factory=lambda: ["shallow", "embed"])
     folds: int = Field(5, ge=2)
@@ -103,6 +111,8 @@ class ExperimentConfig(_Strict):
     safety: SafetySpec = Field(default_factory=SafetySpec)
     general: GeneralSpec | None = Field(default_factory=GeneralSpec, description="null to skip general ability")
     audit: AuditSpec | None = Field(default_factory=AuditSpec, description="null to skip the audit")
+    benign: BenignSpec | None = Field(default_factory=BenignSpec,
+                                      description="answer quality on benign prompts, against SFT; null to skip")
 
     def recipes_for(self, target: TargetSpec) -> list[str]:
         return target.recipes if target.recipes is not None else self.recipes
@@ -314,6 +324,10 @@ class Run:
                 entry["safety"] = self._timed(f"safety {label} {recipe}",
                                               lambda m=model_for_eval: self.safety(m))
                 self._save()
+                if self.config.benign:
+                    entry["benign"] = self._timed(f"benign {label} {recipe}", lambda m=model_for_eval, t=target,
+                                                  s=entry["safety"]: self.benign(t, m, s))
+                    self._save()
                 if self.config.general:
                     entry["general"] = self._timed(f"general {label} {recipe}",
                                                    lambda m=model_for_eval: self.general(m))
@@ -382,6 +396,23 @@ class Run:
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
             summaries.append(str(out / "summary.json"))
         return summaries
+
+    def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
+        """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
+        eval-safety answered; both answer sets are shared through ``benign/answers``."""
+        from safepref.eval_benign import BenignEvalConfig, evaluate_benign
+
+        spec = self.config.benign
+        config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
+                                  max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
+                                  reward_model=self.config.reward_model)
+        key = stage_key("eval_benign", models.weights_fingerprint(model), models.weights_fingerprint(target.model),
+                        config.model_dump(mode="json"), [file_fingerprint(Path(p)) for p in safety_summaries])
+        out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
+        if not (out / "summary.json").exists():
+            evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
+                            safety_dirs=[Path(p).parent for p in safety_summaries])
+        return str(out / "summary.json")
 
     def general(self, model: str) -> str:
         from safepref.eval_general import evaluate_general, make_config
