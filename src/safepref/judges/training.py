@@ -45,7 +45,8 @@ class JudgeTrainingConfig:
 
     def __post_init__(self) -> None:
         if self.rule_union is None:
-            # leave-one-model-out on XSTest: the union beat the head alone on every fold (README, judge table)
+            # leave-one-model-out on XSTest the union scored 0.956/0.891/0.911 against the head alone's
+            # 0.942/0.889/0.916, and it keeps short plain refusals ("**No.**") that the head missed
             self.rule_union = self.judge == "refusal"
         if self.features is None:
             # a refusal is in the answer's words; with the request in view, a head trained on three models'
