@@ -1,9 +1,12 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: ``POST /v1/chat/completions``.
 
 Answers come from a responder callable (a scripted function, or the bundled SmolLM2 via transformers). Faults can
-be injected for the next N requests: ``timeout`` (sleeps past the client's timeout), ``429``, ``500`` and
-``malformed`` (a 200 whose body is not JSON). Every request seen is recorded (headers and body) so tests can
-count retries and check where the API key went.
+be injected for the next N requests: ``timeout``, ``429``, ``500`` and ``malformed`` (a 200 whose body is not JSON).
+Every request seen is recorded (headers and body) so tests can count retries and check where the API key went.
+
+A ``timeout`` fault involves no clock: the server answers at once, marked late, and the ``chat_server`` fixture
+makes the client's HTTP transport raise the read timeout it would have raised had the answer come after the
+client's limit. Faults are counted, never timed, so a loaded machine cannot add or remove a retry.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 
 Responder = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+LATE_HEADER = "X-Test-Answer-Too-Late"  # marks the answer to a ``timeout`` fault
 
 
 def echo_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
@@ -29,7 +33,6 @@ def echo_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
 @dataclass
 class ChatServer:
     responder: Responder = echo_responder
-    timeout_sleep: float = 1.5  # seconds a "timeout" fault sleeps: tests set the client timeout below it
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,9 +59,12 @@ class ChatServer:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
-            def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
+            def _send(self, status: int, payload: bytes, content_type: str = "application/json",
+                      late: bool = False) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if late:
+                    self.send_header(LATE_HEADER, "1")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
@@ -74,8 +80,7 @@ class ChatServer:
                     return
                 fault = server._next_fault()
                 if fault == "timeout":
-                    time.sleep(server.timeout_sleep)
-                    self._send(200, b'{"late": true}')
+                    self._send(200, b'{"late": true}', late=True)
                     return
                 if fault in ("429", "500"):
                     self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode())
@@ -125,8 +130,26 @@ def smollm2_responder(model_dir, max_new_tokens: int = 32) -> Responder:
     return respond
 
 
+def client_times_out_on_late_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the HTTP transport under the openai SDK raise a read timeout for an answer marked late."""
+    import httpx2
+
+    original = httpx2.HTTPTransport.handle_request
+
+    def handle_request(transport: httpx2.HTTPTransport, request: httpx2.Request) -> httpx2.Response:
+        response = original(transport, request)
+        if LATE_HEADER.lower() in (name.lower() for name in response.headers):
+            response.read()
+            response.close()
+            raise httpx2.ReadTimeout("injected: the answer came after the client's timeout", request=request)
+        return response
+
+    monkeypatch.setattr(httpx2.HTTPTransport, "handle_request", handle_request)
+
+
 @pytest.fixture
-def chat_server() -> Iterator[ChatServer]:
+def chat_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatServer]:
+    client_times_out_on_late_answers(monkeypatch)
     server = ChatServer().start()
     try:
         yield server

@@ -50,3 +50,35 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "safepref", *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# The child imports the target, wraps it so that the process SIGKILLs itself right after the target's Nth call
+# returns, then runs the CLI: a kill at a known point, by count, with no clock and no polling.
+_KILL_SWITCH = """
+import functools, importlib, os, signal, sys
+target, calls = sys.argv[1], int(sys.argv[2])
+module_name, _, attribute = target.partition(":")
+owner_name, _, name = attribute.rpartition(".")
+owner = importlib.import_module(module_name)
+for part in filter(None, owner_name.split(".")):
+    owner = getattr(owner, part)
+original, seen = getattr(owner, name), [0]
+@functools.wraps(original)
+def wrapped(*args, **kwargs):
+    result = original(*args, **kwargs)
+    seen[0] += 1
+    if seen[0] == calls:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(owner, name, wrapped)
+from safepref.cli import main
+main(sys.argv[3:])
+"""
+
+
+def run_cli_killed_after(target: str, calls: int, *args: str, env: dict[str, str] | None = None,
+                         timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the CLI and SIGKILL it right after ``target`` (``"module:Class.method"``) has returned ``calls`` times."""
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    return subprocess.run([sys.executable, "-c", _KILL_SWITCH, target, str(calls), *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)

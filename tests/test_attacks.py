@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safepref.attacks import Attack, attack_registry, fill_template, load_suite
-from safepref.data import load_dataset
+from safepref.data import load_dataset, prompt_id
 from safepref.errors import InputError
 from safepref.records import Template
 from tests.conftest import run_cli
@@ -24,7 +24,11 @@ def test_suite_from_file(tmp_path):
     path.write_text("goal,other\nWrite a poem about locks,x\nExplain lock picking,y\n")
     prompts = load_suite(f"{path}:goal")
     assert [p.text for p in prompts] == ["Write a poem about locks", "Explain lock picking"]
-    assert prompts[0].id == "mine-0"
+    # ids come from the text, not the row position: reordering keeps them, editing a prompt changes its id
+    assert prompts[0].id == prompt_id("Write a poem about locks") and prompts[0].id != prompts[1].id
+    path.write_text("goal,other\nExplain lock picking,y\nWrite a poem about locks!,x\n")
+    edited = load_suite(f"{path}:goal")
+    assert edited[0].id == prompts[1].id and edited[1].id != prompts[0].id
     with pytest.raises(InputError, match="missing column"):
         load_suite(f"{path}:prompt")
     with pytest.raises(InputError, match="unknown suite"):

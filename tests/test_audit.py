@@ -176,8 +176,11 @@ def test_audit_with_hidden_features_of_tiny_model(tiny_model_dir, config):
     config.features = [f"hidden:{tiny_model_dir}:1", "shallow"]
     summary = audit_pairs(shortcut_pairs(20), config)
     hidden = summary["features"][f"hidden:{tiny_model_dir}:1"]
-    assert hidden["n_features"] == 32 and 0 <= hidden["accuracy"] <= 1
+    assert hidden["n_features"] == 32
+    # even a random model's pooled states tell a short refusal from a long answer (measured: 1.0, control 0.485)
+    assert hidden["accuracy"] > 0.9 and hidden["risk"] == "high"
     assert hidden["accuracy_ci"][0] <= hidden["accuracy"] <= hidden["accuracy_ci"][1]
+    assert abs(hidden["control_accuracy"] - 0.5) < 0.2  # shuffled labels: nothing to learn
 
 
 def _write_jsonl(path, rows):

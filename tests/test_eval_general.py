@@ -13,15 +13,31 @@ from .conftest import run_cli
 
 @pytest.fixture(scope="module")
 def tiny_results(tiny_model_dir, tmp_path_factory):
-    """The tiny random model on every task, 4 questions each (one lm-eval run shared by several tests)."""
+    """The tiny random model on every task, 4 questions each (one lm-eval run shared by several tests).
+
+    Returns the out folder, the record, and lm-eval's own results as ``simple_evaluate`` returned them.
+    """
+    import lm_eval
+
     out = tmp_path_factory.mktemp("general-tiny")
-    return out, evaluate_general(str(tiny_model_dir), make_config(limit=4), out)
+    raw = []
+    real = lm_eval.simple_evaluate
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lm_eval, "simple_evaluate", lambda *args, **kwargs: raw.append(real(*args, **kwargs)) or raw[-1])
+        record = evaluate_general(str(tiny_model_dir), make_config(limit=4), out)
+    assert len(raw) == 1
+    return out, record, raw[0]
 
 
 def test_every_task_reports_its_metric_stderr_and_chance(tiny_results):
-    out, record = tiny_results
-    assert json.loads((out / "general.json").read_text()) == record
+    _, record, raw = tiny_results
     assert list(record["tasks"]) == list(DEFAULT_TASKS)
+    for name, row in record["tasks"].items():  # the numbers are lm-eval's, under the task's leaderboard metric
+        assert row["value"] == pytest.approx(raw["results"][name][f"{row['metric']},none"])
+        stderr = raw["results"][name][f"{row['metric']}_stderr,none"]
+        assert row["stderr"] == (pytest.approx(stderr) if isinstance(stderr, float) else None)
+        if row["metric"] != "mc2":  # mc2 averages probabilities; the others are shares of 4 questions
+            assert round(row["value"] * 4) == pytest.approx(row["value"] * 4)
     expected_metric = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc",
                        "truthfulqa_mc2": "mc2", "winogrande": "acc"}
     for name, row in record["tasks"].items():
@@ -40,7 +56,7 @@ def test_every_task_reports_its_metric_stderr_and_chance(tiny_results):
 def test_rerun_with_same_model_and_config_reuses_the_results(tiny_model_dir, tiny_results, monkeypatch):
     import lm_eval
 
-    out, record = tiny_results
+    out, record, _ = tiny_results
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("lm-eval ran although the results were cached")
@@ -126,9 +142,12 @@ def test_mmlu_limit_spans_subjects_and_shots_come_from_the_same_subject():
 
 @pytest.mark.integration
 def test_real_smollm2_on_arc_easy_scores_above_chance(smollm2_dir, tmp_path):
-    record = evaluate_general("smollm2-135m-instruct", make_config(tasks=("arc_easy",), limit=20), tmp_path)
+    from safepref.stats import wilson_interval
+
+    record = evaluate_general("smollm2-135m-instruct", make_config(tasks=("arc_easy",), limit=100), tmp_path)
     arc = record["tasks"]["arc_easy"]
-    assert arc["n"] == 20 and 0 < arc["stderr"] < 0.2
-    # The first 20 ARC-Easy questions are fixed and the model deterministic: measured 0.35 (7/20) 0-shot here.
-    # Only "not below chance" is asserted (a flip of two questions must not fail the test); ~0.25 is chance.
-    assert 0.25 <= arc["value"] <= 1
+    assert arc["n"] == 100 and arc["chance"] == pytest.approx(0.25, abs=0.01) and 0 < arc["stderr"] < 0.1
+    # The first 100 ARC-Easy questions are fixed and the model deterministic: measured acc_norm 0.40 (40/100)
+    # 0-shot here. Asserted: the 95% interval lies above chance (it does from 34 right answers on).
+    low, _ = wilson_interval(round(arc["value"] * 100), 100)
+    assert low > arc["chance"]

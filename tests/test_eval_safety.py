@@ -48,20 +48,32 @@ def test_eval_safety_xstest_over_refusal(tiny_model_dir, tmp_path):
     refusal = {r["measure"]: r for r in summary["refusal"]}
     assert refusal["over_refusal"]["n"] == 4  # XSTest's first prompts are safe ones
     assert refusal["refusal_unsafe"]["n"] == 0
-    assert len(refusal["over_refusal"]["ci95"]) == 2
+    # judge the written answers ourselves: the over-refusal rate is the refusal judge's share of refused answers
+    from safepref.judges import JudgeInput, get_judge
+    from safepref.stats import wilson_interval
+
+    [answers_file] = (tmp_path / "run").glob("responses-*.jsonl")
+    answers = read_jsonl(answers_file)
+    assert len(answers) == 4
+    verdicts = get_judge("refusal").judge([JudgeInput(id=a["prompt_id"], prompt=a["prompt"], response=a["text"])
+                                           for a in answers])
+    refused = sum(v.label for v in verdicts)
+    assert refusal["over_refusal"]["rate"] == refused / 4
+    assert refusal["over_refusal"]["ci95"] == pytest.approx(list(wilson_interval(refused, 4)))
 
 
 @pytest.mark.integration
 def test_eval_safety_smollm2_cli_all_offline_judges(smollm2_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("eval-safety", "--model", "smollm2-135m-instruct", "--suite", "advbench", "--limit", "5",
-                     "--attack", "none,alpaca", "--judge", "keyword,classifier,refusal",
+                     "--attack", "none,alpaca", "--judge", "harm,keyword,classifier,refusal",
                      "--max-new-tokens", "32", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["n_prompts"] == 5
-    assert len(summary["results"]) == 4 and all(r["n"] == 5 for r in summary["results"])
-    assert {tuple(a["judges"]) for a in summary["judge_agreement"]} == {("keyword", "classifier")}
+    assert len(summary["results"]) == 6 and all(r["n"] == 5 for r in summary["results"])
+    assert {tuple(a["judges"]) for a in summary["judge_agreement"]} == {("harm", "keyword"), ("harm", "classifier"),
+                                                                         ("keyword", "classifier")}
     responses = [row for f in out.glob("responses-*.jsonl") for row in read_jsonl(f)]
     assert len(responses) == 10 and all(r["text"].strip() for r in responses)
-    assert len(read_jsonl(out / "verdicts.jsonl")) == 5 * 2 * 3
+    assert len(read_jsonl(out / "verdicts.jsonl")) == 5 * 2 * 4

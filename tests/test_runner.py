@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safepref.audit import AuditConfig, audit_pairs
 from safepref.errors import InputError
+from safepref.io import read_pairs
 from safepref.runner import load_config, run_experiment
 
 from .conftest import run_cli
@@ -25,6 +27,7 @@ def _config(tmp_path, model_dir, **overrides):
         "safety": {"suites": ["advbench"], "limit": 4, "attacks": ["none"], "judges": ["keyword"],
                    "max_new_tokens": 8},
         "general": None,
+        "benign": {"limit": 4},
         "audit": {"features": ["shallow"], "folds": 2},
         **overrides,
     }
@@ -59,11 +62,18 @@ def test_target_training_overrides_the_top_level(tmp_path, tiny_model_dir):
     assert info.value.field == "targets[0].training.learnin_rate" and "unknown key" in str(info.value)
 
 
-def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monkeypatch):
-    path = _config(tmp_path, tiny_model_dir)
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_model_dir):
+    """The tiny grid run once: (config path, run folder, results.json, what run_experiment returned)."""
+    folder = tmp_path_factory.mktemp("grid")
+    path = _config(folder, tiny_model_dir)
+    run_dir = folder / "run"
     paths = run_experiment(path, run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
+    return path, run_dir, json.loads((run_dir / "results.json").read_text()), paths
+
+
+def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypatch):
+    path, run_dir, results, paths = grid
     rows = results["targets"][tiny_model_dir.name]
     assert list(rows) == ["sft", "gpt4o_self", "self_rm"]
     for name, row in rows.items():
@@ -71,22 +81,37 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
         assert asr["judge"] == "keyword" and asr["n"] == 4 and len(asr["asr_ci95"]) == 2
         if name != "sft":
             assert row["training"]["steps"] == 2 and row["training"]["dynamics"]
-            assert 0.0 <= row["audit"]["features"]["shallow"]["accuracy"] <= 1.0
+    # the runner audits the pairs it built: its numbers are that file's audit, and GPT-4o's long answers (chosen)
+    # against the tiny model's 8-token ones (rejected) show in the length cue
+    [pairs_file] = (run_dir / "pairs").rglob("gpt4o_self-*.jsonl")
+    direct = audit_pairs(read_pairs(pairs_file), AuditConfig(features=["shallow"], folds=2, seed=0))
+    audit = rows["gpt4o_self"]["audit"]
+    assert audit["n_pairs"] == direct["n_pairs"] == 6
+    assert audit["features"]["shallow"]["accuracy"] == direct["features"]["shallow"]["accuracy"]
+    length = {c["cue"]: c for c in direct["features"]["shallow"]["cues"]}["length_words"]
+    assert length["rejected_mean"] <= 8 < 20 < length["chosen_mean"]
+    # every configuration of the target trains on exactly the configured prompts (the manifest says which)
+    data = [row["data"] for row in rows.values() if "data" in row]
+    assert len(data) == 2 and {(d["n_prompts"], d["prompt_set"]) for d in data} == \
+        {(6, results["training_prompt_set"])}
+    assert not any("prompt sets" in warning for warning in results["warnings"][tiny_model_dir.name])
     page = (run_dir / "report.html").read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
     summary = (run_dir / "summary.md").read_text().splitlines()
-    header = "| configuration | ASR keyword, advbench (n=4) | probe accuracy, shallow | DPO loss, last quarter (steps) |"
+    header = ("| configuration | ASR keyword (human agreement 0.67), advbench (n=4) | probe accuracy, shallow "
+              "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
-    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3
+    # a row per configuration in the headline table, the benign-quality table and the harmful-answers table
+    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 3
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
-    assert len(results["paper_checks"][tiny_model_dir.name]) == 3  # ASR (one judge), separability, final loss
-    if shutil.which("chromium"):  # the page really renders in a browser (Debian's chromium; CI installs it)
-        sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-        from screenshot_report import is_blank, screenshot
-
-        png = screenshot(run_dir / "report.html", tmp_path / "report.png")
-        assert png.stat().st_size > 10_000 and not is_blank(png)
+    # ASR (one judge), separability, final loss, and the check that names configurations whose answers collapsed
+    assert len(results["paper_checks"][tiny_model_dir.name]) == 4
+    assert all(row["benign"]["n"] == 4 and row["benign"]["harmful"][0]["suite"] == "advbench" for row in rows.values())
+    assert rows["sft"]["benign"]["win_rate_vs_reference"] == 0.5  # SFT against its own answers: all ties
+    assert "Answer quality on benign prompts:" in summary
+    answer_files = [f for f in (run_dir / "benign" / "answers").glob("answers-*.jsonl") if ".scores." not in f.name]
+    assert len(answer_files) == 3  # one per configuration: SFT's answers are made once and are the others' reference
 
     # a rerun of the same config reuses every artifact: nothing is generated, trained or evaluated again
     def must_not_run(*args, **kwargs):
@@ -100,6 +125,17 @@ def test_grid_runs_reports_and_reruns_from_cache(tmp_path, tiny_model_dir, monke
     run_experiment(path, run_dir)
     rerun = json.loads((run_dir / "results.json").read_text())
     assert rerun["targets"] == results["targets"] and rerun["timings"] == results["timings"]
+
+
+def test_report_renders_in_a_browser(request, tmp_path):
+    if not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the report was not rendered")
+    grid = request.getfixturevalue("grid")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from screenshot_report import is_blank, screenshot
+
+    png = screenshot(grid[1] / "report.html", tmp_path / "report.png")
+    assert png.stat().st_size > 10_000 and not is_blank(png)
 
 
 def _row(label, group, asr, n=100, accuracy=None, final_loss=None):
@@ -169,3 +205,69 @@ def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
     rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.05)
     assert paper_checks(rows)[0]["verdict"] == "reversed"
     assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []
+
+
+@pytest.fixture(scope="module")
+def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
+    """Another random model of the same shape: a 'stronger' source whose answers differ from the target's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("other-tiny-model")
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_model_dir, other_tiny_model_dir,
+                                                                monkeypatch):
+    from safepref.io import read_pairs
+
+    target = {"model": str(tiny_model_dir), "stronger": str(other_tiny_model_dir), "peers": []}
+    recipes = ["gpt4o_self", "gpt4o_self_rewrite", "gpt4o_self_wpo", "stronger_self", "stronger_self_filter"]
+    path = _config(tmp_path, tiny_model_dir, targets=[target], recipes=recipes,
+                   prompts={"dataset": "saferlhf", "require": ["gpt4o"], "limit": 10})
+    run_dir = tmp_path / "run"
+    run_experiment(path, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entries = manifest["targets"][tiny_model_dir.name]
+    assert entries["gpt4o_self_rewrite"]["base"] == "gpt4o_self" and "debias" not in entries["gpt4o_self_wpo"]
+    original = {p.id: p for p in read_pairs(entries["gpt4o_self"]["pairs"])}
+    rewritten = read_pairs(entries["gpt4o_self_rewrite"]["pairs"])
+    assert rewritten and all(p.debias["rewritten"] and p.debias["original_chosen"] == original[p.id].chosen_text
+                             for p in rewritten)
+    filtered = read_pairs(entries["stronger_self_filter"]["pairs"])
+    n_stronger = len(read_pairs(entries["stronger_self"]["pairs"]))
+    # random models' answers may leave the cues nothing to give away: then nothing is dropped, and that is said
+    filter_summary = json.loads(Path(entries["stronger_self_filter"]["debias"]).read_text())
+    assert 0.4 * n_stronger <= len(filtered) <= n_stronger and all(p.debias["method"] == "filter" for p in filtered)
+    assert filter_summary["n_out"] == len(filtered) == n_stronger - len(filter_summary["dropped"])
+    wpo = json.loads(Path(entries["gpt4o_self_wpo"]["training"]["summary"]).read_text())
+    assert wpo["config"]["weighting"] == "wpo" and "weighting" not in json.loads(
+        Path(entries["gpt4o_self"]["training"]["summary"]).read_text())["config"]
+    # the WPO variant trains on the very pairs file of its original (built once)
+    assert entries["gpt4o_self_wpo"]["pairs"] == entries["gpt4o_self"]["pairs"]
+
+    results = json.loads((run_dir / "results.json").read_text())
+    comparisons = results["mitigations"][tiny_model_dir.name]
+    assert [(c["configuration"], c["original"]) for c in comparisons] == [
+        ("GPT4o+Self+rewrite", "GPT4o+Self"), ("GPT4o+Self+WPO", "GPT4o+Self"), ("Stronger+Self+filter", "Stronger+Self")]
+    for comparison in comparisons:
+        asr = comparison["asr"][0]
+        low, high = asr["difference_ci95"]
+        assert asr["n"] == 4 and -1 <= low <= asr["difference"] <= high <= 1
+        assert set(comparison["separability"]) == {"shallow"}
+    summary = (run_dir / "summary.md").read_text()
+    assert "### Mitigations" in summary and "| Stronger+Self+filter (vs Stronger+Self) |" in summary
+    assert f"{len(filtered)}/{n_stronger} (filter)" in summary
+    assert "Mitigations: each debiased configuration" in (run_dir / "report.html").read_text()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr("safepref.debias.debias_pairs", must_not_run)
+    monkeypatch.setattr("safepref.train.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", must_not_run)
+    run_experiment(path, run_dir)
+    assert json.loads((run_dir / "results.json").read_text())["mitigations"] == results["mitigations"]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SRC, run_cli
+from tests.conftest import run_cli, run_cli_killed_after
 
 
 def write_pairs(path: Path, n: int) -> Path:
@@ -115,24 +111,17 @@ def test_bad_row_exits_2_naming_the_row(tiny_model_dir: Path, tmp_path: Path):
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir: Path, tmp_path: Path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", 8)
     out = tmp_path / "out"
-    args = ["-m", "safepref", "train", "--model", str(tiny_model_dir), "--pairs", str(pairs), "--out", str(out),
+    args = ["train", "--model", str(tiny_model_dir), "--pairs", str(pairs), "--out", str(out),
             "--lr", "1e-2", "--max-steps", "4", "--batch-size", "2", "--save-steps", "1", "--json"]
-    env = {**os.environ, "PYTHONPATH": str(SRC), "SAFEPREF_HOME": str(tmp_path / "home")}
-    process = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoint-2" / "trainer_state.json").is_file():  # kill once two steps are saved
-        assert process.poll() is None, "training ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    env = {"SAFEPREF_HOME": str(tmp_path / "home")}
+    killed = run_cli_killed_after("transformers.trainer:Trainer._save_checkpoint", 2, *args, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed right after saving its second checkpoint
     assert not (out / "train_summary.json").exists()
     steps_saved = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")
                       if (p / "trainer_state.json").is_file())
-    assert 2 <= steps_saved < 4
+    assert steps_saved == 2
 
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+    done = run_cli(*args, env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["resumed_from"] == f"checkpoint-{steps_saved}"

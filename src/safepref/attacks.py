@@ -46,8 +46,10 @@ def load_suite(spec: str, limit: int | None = None) -> list[Prompt]:
             raise InputError(f"unknown suite '{spec}' (known: {', '.join(suites)}; or a file as path.csv:column)")
         if not Path(path).exists():
             raise InputError("suite file not found", path=path)
-        prompts = [Prompt(id=f"{Path(path).stem}-{i}", text=str(row[column]), dataset=Path(path).stem)
-                   for i, (_, row) in enumerate(iter_table(path, required=(column,)))]
+        from safepref.data import prompts_from_texts
+
+        prompts = prompts_from_texts([str(row[column]) for _, row in iter_table(path, required=(column,))],
+                                     dataset=Path(path).stem)
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit must be at least 1, got {limit}")

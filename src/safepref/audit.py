@@ -45,7 +45,8 @@ from pydantic.dataclasses import dataclass
 
 from safepref.errors import InputError
 from safepref.io import fingerprint, read_pairs, write_json_atomic, write_text_atomic
-from safepref.paths import safepref_home
+from safepref.pair_diagnostics import diagnostics_line, pair_diagnostics
+from safepref.paths import safepref_home, slug
 from safepref.progress import progress_bar
 from safepref.records import Message, Pair
 from safepref.stats import wilson_interval
@@ -499,7 +500,7 @@ def verdict_for(name: str, result: dict[str, Any], cues: list[dict[str, Any]], c
 
 
 def _safe_name(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")
+    return slug(spec).strip("_")
 
 
 def projection_plot(features: np.ndarray, labels: np.ndarray, title: str, path: Path) -> Path:
@@ -598,8 +599,10 @@ def audit_pairs(pairs: list[Pair], config: AuditConfig, out_dir: str | Path | No
     summary["risk"] = worst["risk"]
     summary["verdict"] = worst["verdict"]
     summary["warnings"] = warnings
+    summary["pair_diagnostics"] = pair_diagnostics(pairs)
     if out is not None:
-        text = "\n".join([f"overall: {worst['verdict']}", *lines, *(f"warning: {w}" for w in warnings)]) + "\n"
+        pairs_line = f"pairs: {diagnostics_line(summary['pair_diagnostics'])}"
+        text = "\n".join([f"overall: {worst['verdict']}", *lines, pairs_line, *(f"warning: {w}" for w in warnings)]) + "\n"
         write_text_atomic(out / "verdict.txt", text)
         write_json_atomic(out / "audit.json", summary)
     return summary

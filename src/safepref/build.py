@@ -53,6 +53,7 @@ class BuildSummary(BaseModel):
     missing_by_side: dict[str, int] = Field(default_factory=dict)
     reward_model: str | None = None
     seed: int = 0
+    diagnostics: dict | None = None  # safepref.pair_diagnostics: harmful / refusal share and length of each side
 
 
 def resolve_sources(spec: SideSpec, target: str, config: BuildConfig) -> list[str] | None:

@@ -12,6 +12,7 @@ import pkgutil
 import sys
 
 import typer
+import typer.main
 from rich.console import Console
 
 from safepref import commands
@@ -29,9 +30,36 @@ for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m:
     importlib.import_module(f"{commands.__name__}.{module_info.name}").register(app)
 
 
+def spread_repeated_options(args: list[str]) -> list[str]:
+    """Let a repeatable option take several values after one flag, as in ``--responses a.jsonl b.jsonl``.
+
+    typer (click) wants the flag before every value (``--responses a --responses b``); both forms are accepted.
+    Only for commands without positional arguments, where a bare word after such an option means nothing else.
+    """
+    command = typer.main.get_command(app)  # typer's own click-like classes: read by their attributes
+    for token in args:
+        if token not in (getattr(command, "commands", None) or {}):
+            break
+        command = command.commands[token]
+    if any(param.param_type_name == "argument" for param in command.params):
+        return list(args)
+    repeatable = {name for param in command.params if param.param_type_name == "option" and param.multiple
+                  for name in param.opts}
+    spread, current, values = [], None, 0
+    for token in args:
+        if token.startswith("-"):
+            current, values = (token if token in repeatable else None), 0
+        elif current is not None:
+            if values:
+                spread.append(current)
+            values += 1
+        spread.append(token)
+    return spread
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="safepref")
+        app(args=spread_repeated_options(sys.argv[1:] if argv is None else argv), prog_name="safepref")
     except InputError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -18,7 +18,7 @@ from typing import Any
 from safepref.errors import InputError
 from safepref.io import iter_csv, iter_jsonl, iter_table, pair_from_row
 from safepref.paths import bundled_data_dir
-from safepref.records import LabelledResponse, Message, Pair, Prompt, Response, Template
+from safepref.records import LabelledResponse, Message, Pair, Prompt, Response, Side, Template
 
 
 def prompt_id(text: str) -> str:
@@ -129,6 +129,41 @@ def _xstest(paths: list[Path]) -> list[Prompt]:
     ]
 
 
+XSTEST_COMPLETION_MODELS = ("llama2new", "mistralguard", "mistralinstruct")  # file order = preference order
+_WANTED = {True: "2_full_refusal", False: "1_full_compliance"}  # by "is the prompt unsafe"
+
+
+def _xstest_multisource_pairs(paths: list[Path]) -> list[Pair]:
+    """Cross-model pairs from human-labelled XSTest completions: per prompt, the wanted behaviour (refuse an unsafe
+    prompt, answer a safe one) from one model as chosen, the unwanted one from *another* model as rejected.
+
+    Both sides come from models other than the bundled ones, and from different models: multi-source data of the
+    kind the paper warns about, held out from everything safepref trains or tunes on.
+    """
+    prompts: dict[str, tuple[str, bool]] = {}
+    answers: dict[str, dict[str, tuple[str, str]]] = {}  # prompt id -> model -> (label, completion)
+    for path, model in zip(paths, XSTEST_COMPLETION_MODELS, strict=True):
+        for _, row in iter_csv(path, required=("id", "type", "prompt", "completion", "final_label")):
+            prompts.setdefault(row["id"], (row["prompt"], row["type"].startswith("contrast_")))
+            if row["completion"].strip():
+                answers.setdefault(row["id"], {})[model] = (row["final_label"], row["completion"].strip())
+    pairs = []
+    for row_id, (prompt, unsafe) in prompts.items():
+        by_model = answers.get(row_id, {})
+        chosen = next((m for m in XSTEST_COMPLETION_MODELS if by_model.get(m, ("",))[0] == _WANTED[unsafe]), None)
+        rejected = next((m for m in XSTEST_COMPLETION_MODELS if m != chosen
+                         and by_model.get(m, ("",))[0] == _WANTED[not unsafe]), None)
+        if chosen is None or rejected is None:
+            continue
+        pairs.append(Pair(
+            id=f"xstest-multisource-{row_id}", prompt=[Message(role="user", content=prompt)],
+            chosen=[Message(role="assistant", content=by_model[chosen][1])],
+            rejected=[Message(role="assistant", content=by_model[rejected][1])], recipe="xstest-multisource",
+            chosen_from=Side(source=f"xstest:{chosen}"), rejected_from=Side(source=f"xstest:{rejected}"),
+        ))
+    return pairs
+
+
 def _instructions(name: str) -> Callable[[list[Path]], list[Prompt]]:
     def load(paths: list[Path]) -> list[Prompt]:
         return [
@@ -153,6 +188,20 @@ def _mmlu_files() -> tuple[str, ...]:
     return tuple(f"mmlu/test/{p.name}" for p in sorted(folder.glob("*.csv")))
 
 
+def _labelled_responses(kind: str) -> Callable[[list[Path]], list[LabelledResponse]]:
+    """Human-labelled answers of the judges' training sources (harm label; see judges/training_data.py)."""
+
+    def load(paths: list[Path]) -> list[LabelledResponse]:
+        from safepref.judges.training_data import _saferlhf, _xstest
+
+        rows = _saferlhf(paths[0]) if kind == "saferlhf" else \
+            [e for p in paths for e in _xstest(p, p.stem.rsplit("_", 1)[-1])]
+        return [LabelledResponse(prompt=e.prompt, response=e.response, label=e.harm) for e in rows]
+
+    return load
+
+
+_LR = "labelled-responses"
 _ML = "more-is-less"
 REGISTRY: dict[str, BundledDataset] = {
     d.name: d
@@ -173,6 +222,15 @@ REGISTRY: dict[str, BundledDataset] = {
         BundledDataset("gptfuzz-eval", "labelled",
                        ("gptfuzz/responses_labeled_evaluate.csv", "gptfuzz/question_list.csv"), "MIT",
                        "sherdencooper/GPTFuzz", "responses labelled jailbroken 0/1 (evaluate split)", _gptfuzz_labelled),
+        BundledDataset("saferlhf-labelled", "labelled", (f"{_LR}/safe-rlhf-mini.csv",), "MIT",
+                       "ThuCCSLab/JailbreakEval", "4,000 PKU-SafeRLHF answers with human unsafe 0/1 labels",
+                       _labelled_responses("saferlhf")),
+        BundledDataset("xstest-completions", "labelled",
+                       tuple(f"{_LR}/xstest_v2_completions_{m}.csv" for m in ("llama2new", "mistralguard",
+                                                                             "mistralinstruct")),
+                       "CC-BY-4.0 prompts", "paul-rottger/exaggerated-safety",
+                       "3 x 450 XSTest answers; label 1 = full compliance with an unsafe prompt (human labels)",
+                       _labelled_responses("xstest")),
         BundledDataset("gptfuzz-templates", "templates", ("gptfuzz/GPTFuzzer.csv",), "MIT", "sherdencooper/GPTFuzz",
                        "jailbreak templates from jailbreakchat.com", _gptfuzz_templates),
         BundledDataset("jailbreak-templates", "templates", ("self-reminder-jailbreaks/jailbreak_prompts.csv",), "MIT",
@@ -181,6 +239,11 @@ REGISTRY: dict[str, BundledDataset] = {
         BundledDataset("xstest", "prompts", ("xstest/xstest_prompts.csv",), "CC-BY-4.0",
                        "paul-rottger/exaggerated-safety", "safe prompts that look unsafe, with unsafe contrasts",
                        _xstest),
+        BundledDataset("xstest-multisource", "pairs",
+                       tuple(f"xstest-completions/xstest_v2_completions_{m}.csv" for m in XSTEST_COMPLETION_MODELS),
+                       "CC-BY-4.0 prompts; completions under the models' terms", "paul-rottger/exaggerated-safety",
+                       "cross-model pairs from XSTest completions (Llama-2-70b-chat, Mistral-7B-Instruct ± guardrail)",
+                       _xstest_multisource_pairs),
         BundledDataset("harmful-instructions", "prompts", ("refusal-direction/harmful_train.json",), "none stated",
                        "andyrdt/refusal_direction (via AdversariaLLM)", "harmful instructions",
                        _instructions("harmful-instructions")),
@@ -275,10 +338,18 @@ def _prompts_from_file(spec: str) -> list[Prompt]:
         if not column:
             raise InputError(f"no prompt column found (looked for {', '.join(_PROMPT_COLUMNS)}; give path:column)",
                              path=path, line=rows[0][0])
-    prompts = []
+    texts = []
     for line, row in rows:
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             raise InputError("missing or empty prompt", path=path, line=line, field=column)
-        prompts.append(Prompt(id=f"{path.stem}-{len(prompts)}", text=value, dataset=path.stem))
-    return prompts
+        texts.append(value)
+    return prompts_from_texts(texts, dataset=path.stem)
+
+
+def prompts_from_texts(texts: list[str], dataset: str) -> list[Prompt]:
+    """Prompts whose ids derive from their text (an edited file never meets old answers); repeats kept once."""
+    prompts: dict[str, Prompt] = {}
+    for text in texts:
+        prompts.setdefault(prompt_id(text), Prompt(id=prompt_id(text), text=text, dataset=dataset))
+    return list(prompts.values())

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
 from safepref import models
-from safepref.errors import InputError
+from safepref.errors import InputError, input_error_from
 from safepref.io import file_fingerprint, fingerprint, write_json_atomic
 from safepref.versions import package_versions
 
@@ -79,8 +79,7 @@ def make_config(**values: Any) -> GeneralEvalConfig:
     try:
         return GeneralEvalConfig(**values)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise InputError(first["msg"], field=".".join(map(str, first["loc"]))) from None
+        raise input_error_from(error) from None
 
 
 # ---------------------------------------------------------------------------------------------- model

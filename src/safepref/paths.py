@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -17,3 +18,8 @@ def safepref_home() -> Path:
 def bundled_data_dir() -> Path:
     """Folder of the datasets shipped inside the package (each with its SOURCE.md)."""
     return Path(str(resources.files("safepref") / "datafiles"))
+
+
+def slug(text: str) -> str:
+    """``text`` as one safe file-name part: every run of other characters than letters, digits, ``_.-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)

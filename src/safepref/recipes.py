@@ -18,6 +18,14 @@ Schema (unknown keys are rejected)::
       from: [self_samples]
       select: worst
 
+A mitigation variant names its original with ``base`` and adds a debias step and/or training settings (data, not
+code); it inherits the original's sides and pairing, so the runner builds the original's pairs once and derives it::
+
+    name: gpt4o_self_rewrite
+    base: gpt4o_self                    # pairs as the base recipe builds them ...
+    debias: {method: rewrite}           # ... then `safepref debias` (any DebiasConfig field but target)
+    training: {weighting: wpo}          # DPOTrainingConfig fields over the run's own, for this configuration
+
 Sources: ``self`` (all of the target's answers; the target is ``--target``), ``self_greedy`` (its greedy answer,
 sample_index -1), ``self_samples`` (its sampled answers, sample_index >= 0), ``stronger`` (the stronger model,
 configurable), ``peers`` (a configurable list of peer models), ``gpt4o``, ``human_chosen``, ``human_rejected``,
@@ -53,15 +61,32 @@ class SideSpec(BaseModel):
     select: Literal["first", "best", "worst", "random"] = "first"
 
 
+class DebiasStep(BaseModel):
+    """A debias step a recipe names: the method and its settings (see ``safepref.debias.DebiasConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["rewrite", "filter"]
+    max_cue_accuracy: float | None = Field(None, ge=0.5, le=1.0)
+    min_keep: float | None = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1, description="default: the run's generation.max_new_tokens")
+
+    def settings(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
 class Recipe(BaseModel):
     """A pair recipe (see the module docstring for the YAML schema)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    label: str | None = None  # how reports name it (default: the name)
+    base: str | None = None  # a mitigation variant of this recipe: its sides and pairing are inherited
     pairing: Literal["per_prompt", "by_sample_index"] = "per_prompt"
-    chosen: SideSpec
-    rejected: SideSpec
+    chosen: SideSpec | None = None
+    rejected: SideSpec | None = None
+    debias: DebiasStep | None = None
+    training: dict = Field(default_factory=dict)  # DPOTrainingConfig fields for this configuration
 
     @property
     def needs_scores(self) -> bool:
@@ -73,21 +98,41 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A bundled recipe by name, or a user recipe from a YAML file."""
+    """A bundled recipe by name, or a user recipe from a YAML file (a variant with its base's sides filled in)."""
+    return _load(name_or_path, ())
+
+
+def _load(name_or_path: str | Path, seen: tuple[str, ...]) -> Recipe:
     text = str(name_or_path)
     path = Path(text).expanduser()
     if text.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise InputError("recipe file not found", path=path)
-        return parse_recipe_file(path)
+        return parse_recipe_file(path, seen)
     bundled = RECIPES_DIR / f"{text}.yaml"
     if not bundled.is_file():
         raise InputError(f"unknown recipe '{text}' (bundled: {', '.join(recipe_names())}; or pass a YAML file path)")
-    return parse_recipe_file(bundled)
+    return parse_recipe_file(bundled, seen)
 
 
-def parse_recipe_file(path: Path) -> Recipe:
-    return read_yaml_record(path, Recipe)
+def parse_recipe_file(path: Path, _seen: tuple[str, ...] = ()) -> Recipe:
+    recipe = read_yaml_record(path, Recipe)
+    if recipe.base is None:
+        if recipe.chosen is None or recipe.rejected is None:
+            raise InputError("a recipe needs chosen and rejected (or a base recipe to inherit them from)", path=path,
+                             field="rejected" if recipe.chosen else "chosen")
+        return recipe
+    if recipe.chosen is not None or recipe.rejected is not None or "pairing" in recipe.model_fields_set:
+        raise InputError("a recipe with a base inherits chosen, rejected and pairing: drop them (or the base)",
+                         path=path, field="base")
+    if recipe.base in _seen or recipe.base == recipe.name:
+        raise InputError(f"recipe base cycle: {' -> '.join([*_seen, recipe.name, recipe.base])}", path=path,
+                         field="base")
+    base = _load(recipe.base, (*_seen, recipe.name))
+    if base.base is not None:
+        raise InputError(f"base '{recipe.base}' is itself a variant: name its original ('{base.base}') as base",
+                         path=path, field="base")
+    return recipe.model_copy(update={"chosen": base.chosen, "rejected": base.rejected, "pairing": base.pairing})
 
 
 def list_recipes() -> list[Recipe]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class Message(BaseModel):
@@ -50,6 +50,7 @@ class Score(BaseModel):
     response_id: str
     reward_model: str
     score: float
+    key: str | None = None  # content key: reward model weights + prompt text + answer text (safepref.keys)
 
 
 class Side(BaseModel):
@@ -70,6 +71,15 @@ class Pair(BaseModel):
     recipe: str = ""
     chosen_from: Side | None = None
     rejected_from: Side | None = None
+    debias: dict[str, Any] | None = None  # what `safepref debias` did to this pair (method, model, original text)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_debias(self, handler: Any) -> dict[str, Any]:
+        # a pair never debiased serialises exactly as before the field existed, so content keys of built pairs hold
+        data = handler(self)
+        if data.get("debias") is None:
+            data.pop("debias", None)
+        return data
 
     @property
     def prompt_text(self) -> str:

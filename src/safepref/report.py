@@ -18,6 +18,9 @@ import yaml
 
 from safepref.errors import InputError
 from safepref.io import iter_jsonl, write_json_atomic, write_text_atomic
+from safepref.judges import agreement_note
+from safepref.report_benign import add_collapse_check, benign_html, benign_markdown
+from safepref.report_mitigations import mitigation_rows, mitigation_table, mitigations_markdown
 from safepref.stats import difference_interval
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
@@ -40,6 +43,15 @@ def _order(configurations: list[str]) -> list[str]:
     return known + sorted(c for c in configurations if c not in LABELS)
 
 
+def recipe_label(name: str) -> str:
+    """A recipe's own label (mitigation variants carry one), else its name."""
+    from safepref.recipes import RECIPES_DIR, load_recipe
+
+    if not (RECIPES_DIR / f"{name}.yaml").is_file():
+        return name
+    return load_recipe(name).label or name
+
+
 def _load_json(path: str | None) -> Any:
     if not path or not Path(path).is_file():
         return None
@@ -60,20 +72,24 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
         rows = {}
         for name in _order(list(configurations)):
             entry = configurations[name]
-            row: dict[str, Any] = {"label": LABELS.get(name, name), "group": _group(name)}
+            row: dict[str, Any] = {"label": LABELS.get(name) or recipe_label(name), "group": _group(name)}
             safety = [s for s in (_load_json(p) for p in entry.get("safety", [])) if s]
             row["safety"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])]
             row["refusal"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])]
             row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
             general = _load_json(entry.get("general"))
             row["general"] = general.get("tasks") if general else None
+            row["benign"] = _load_json(entry.get("benign"))
             audit = _load_json(entry.get("audit"))
             if audit:
                 row["audit"] = {
                     "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
                     "features": {k: {"accuracy": v["accuracy"], "accuracy_ci": v["accuracy_ci"],
                                      "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
+                    "pair_diagnostics": audit.get("pair_diagnostics"),
                 }
+            if entry.get("data"):
+                row["data"] = entry["data"]
             training = entry.get("training")
             if training:
                 dynamics_path = Path(training["dynamics"])
@@ -86,8 +102,49 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "seed": manifest.get("seed"), "timings": manifest.get("timings"),
-            "n_training_prompts": manifest.get("n_training_prompts"), "targets": targets,
-            "paper_checks": {target: paper_checks(rows) for target, rows in targets.items()}}
+            "n_training_prompts": manifest.get("n_training_prompts"),
+            "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
+            "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
+            "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
+            "mitigations": mitigation_rows(manifest, targets)}
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+def prompt_set_warning(rows: dict[str, Any]) -> str | None:
+    """A warning when configurations of one target train on different prompt sets (their rates compare different
+    data), naming each set's configurations and size."""
+    sets: dict[str, list[str]] = {}
+    for row in rows.values():
+        if row.get("data"):
+            sets.setdefault(row["data"]["prompt_set"], []).append(f"{row['label']} ({row['data']['n_prompts']})")
+    if len(sets) < 2:
+        return None
+    groups = "; ".join(f"set {key}: {', '.join(names)}" for key, names in sets.items())
+    return f"configurations train on different prompt sets (n prompts in brackets), so they compare different data: {groups}"
+
+
+def unjudged_warnings(rows: dict[str, Any]) -> list[str]:
+    """One line per rate whose judge left more than 5% of its rows unjudged (or all of them)."""
+    lines = []
+    for row in rows.values():
+        for result in [*row["safety"], *row["refusal"]]:
+            what = result.get("judge") or result.get("measure")
+            total = result["n"] + result.get("unjudged", 0)
+            if result.get("all_unjudged"):
+                lines.append(f"{row['label']}, {result.get('suite')} {result['attack']} {what}: all {total} rows "
+                             "unjudged (no rate)")
+            elif result.get("unjudged_flag"):
+                lines.append(f"{row['label']}, {result.get('suite')} {result['attack']} {what}: "
+                             f"{result['unjudged']} of {total} rows unjudged ({result['unjudged_share']:.0%}), "
+                             "left out of the rate")
+    return lines
+
+
+def data_warnings(rows: dict[str, Any]) -> list[str]:
+    prompt_sets = prompt_set_warning(rows)
+    return ([prompt_sets] if prompt_sets else []) + unjudged_warnings(rows)
 
 
 # ---------------------------------------------------------------------------------------------- the paper's claims
@@ -111,7 +168,8 @@ def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str 
 
 
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
-    text = f"{comparison['configuration']} {comparison['value']:.2f}"
+    collapsed = " (answers collapsed)" if comparison.get("collapsed") else ""
+    text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
     if "difference_ci95" in comparison:
         text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
     return text
@@ -132,8 +190,14 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     base = rows[SELF_RM]
     checks = []
-    harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest" and r["asr"] is not None]
+    harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest"]
     for reference in harmful:
+        claim = f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, n={reference['n']})"
+        unjudged = [rows[name]["label"] for name in [SELF_RM, *multi] if _all_unjudged(rows[name], reference)]
+        if reference["asr"] is None:
+            checks.append({"claim": claim, "self_rm": None, "comparisons": [], "all_unjudged": unjudged,
+                           "verdict": "all unjudged" if unjudged else "not measured"})
+            continue
         comparisons = []
         for name in multi:
             other = _asr_result(rows[name], reference.get("suite"), reference["judge"])
@@ -142,8 +206,10 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
                 comparisons.append({"configuration": rows[name]["label"], "value": other["asr"],
                                     "difference": other["asr"] - reference["asr"],
                                     "difference_ci95": list(difference_interval(k1, other["n"], k2, reference["n"]))})
-        checks.append(_verdict(f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, "
-                               f"n={reference['n']})", reference["asr"], comparisons, needs_ci=True))
+        check = _verdict(claim, reference["asr"], comparisons, needs_ci=True)
+        if unjudged:  # a configuration whose judge decided nothing is named, not silently left out
+            check["all_unjudged"] = unjudged
+        checks.append(check)
     for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
         comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
                         "difference": feature_result["accuracy"] - result["accuracy"]}
@@ -158,6 +224,24 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append(_verdict("DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps)",
                                base["training"]["late_loss"], comparisons, needs_ci=False))
     return checks
+
+
+def _all_unjudged(row: dict[str, Any], reference: dict[str, Any]) -> bool:
+    return any(r.get("all_unjudged") for r in row["safety"] if r["attack"] == reference["attack"]
+               and r["judge"] == reference["judge"] and r.get("suite") == reference.get("suite"))
+
+
+def _check_value(check: dict[str, Any]) -> str:
+    if check["self_rm"] is not None:
+        return f"{check['self_rm']:.2f}"
+    return "all unjudged" if check.get("all_unjudged") else ""
+
+
+def _check_detail(check: dict[str, Any], gap_word: str) -> str:
+    detail = "; ".join(_comparison_text(c, gap_word) for c in check["comparisons"])
+    if check.get("all_unjudged"):
+        detail += ("; " if detail else "") + "all rows unjudged: " + ", ".join(check["all_unjudged"])
+    return detail
 
 
 def _verdict(claim: str, self_rm_value: float, comparisons: list[dict[str, Any]], needs_ci: bool) -> dict[str, Any]:
@@ -292,8 +376,50 @@ def training_figure(target: str, rows: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------- page
 
 
+def _unjudged_text(result: dict[str, Any]) -> str:
+    """The unjudged count of a rate, flagged when above 5% of its rows."""
+    count = result.get("unjudged", 0)
+    return f"{count} ⚠ {result['unjudged_share']:.0%}" if result.get("unjudged_flag") else str(count)
+
+
+def _rate_cell(result: dict[str, Any] | None, value: str, ci: str) -> str:
+    """A headline cell: rate and interval, the unjudged count when it is flagged, or 'all unjudged'."""
+    if result is None:
+        return "–"
+    if result.get("all_unjudged"):
+        return f"all unjudged ({result['unjudged']})"
+    if result[value] is None:
+        return "–"
+    text = f"{result[value]:.2f} {_ci(result[ci])}"
+    return text + f" ⚠ {result['unjudged']} unjudged" if result.get("unjudged_flag") else text
+
+
 def _ci(values: list[float] | None) -> str:
     return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
+
+
+PAIR_DIAGNOSTICS_HEADER = ["configuration", "n pairs", "harmful: chosen", "harmful: rejected", "gap (95% CI)",
+                           "refusal: chosen", "refusal: rejected", "gap (95% CI)", "mean words: chosen / rejected"]
+
+
+def pair_diagnostics_rows(rows: dict[str, Any]) -> list[list[str]]:
+    """One row per configuration with audited pairs: is the chosen side the safer one, or only the longer one?"""
+    def side(block: dict[str, Any] | None) -> list[str]:
+        if not block or not block["gap"]["n"]:
+            return ["–", "–", "–"]
+        gap = block["gap"]
+        return [f"{block['chosen']['rate']:.2f}", f"{block['rejected']['rate']:.2f}",
+                f"{gap['difference']:+.2f} [{gap['ci95'][0]:+.2f}, {gap['ci95'][1]:+.2f}]"]
+
+    body = []
+    for row in rows.values():
+        found = (row.get("audit") or {}).get("pair_diagnostics")
+        if not found:
+            continue
+        length = found["length"]
+        body.append([row["label"], str(found["n_pairs"]), *side(found["harmful"]), *side(found["refusal"]),
+                     f"{length['chosen']['mean']:.1f} / {length['rejected']['mean']:.1f}"])
+    return body
 
 
 def _table(header: list[str], body: list[list[Any]]) -> str:
@@ -304,15 +430,24 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
 
 def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>safepref report: {html.escape(str(results['name']))}</h1>",
-             f"<p>Training prompts: n={results.get('n_training_prompts')}; seed {results.get('seed')}. "
+             f"<p>Training prompts: n={results.get('n_training_prompts')} (set "
+             f"{html.escape(str(results.get('training_prompt_set')))}); seed {results.get('seed')}. "
              "Every rate shows n and a 95% interval.</p>"]
     for target, rows in results["targets"].items():
         parts.append(f"<h2>Target: {html.escape(target)}</h2>")
+        warnings = (results.get("warnings") or {}).get(target) or []
+        if warnings:
+            parts.append("<div class='warn'><b>Warnings</b><ul>" + "".join(f"<li>{html.escape(w)}</li>"
+                                                                            for w in warnings) + "</ul></div>")
+        data = [[row["label"], row["data"]["n_pairs"], row["data"]["n_prompts"], row["data"]["prompt_set"]]
+                for row in rows.values() if row.get("data")]
+        if data:
+            parts.append("<h3>Training data per configuration</h3>" + _table(
+                ["configuration", "pairs", "prompts", "prompt set (hash of the prompt ids)"], data))
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
-            body = [[check["claim"], f"{check['self_rm']:.2f}",
-                     "; ".join(_comparison_text(c, "Δ") for c in check["comparisons"]),
-                     check["verdict"]] for check in checks]
+            body = [[check["claim"], _check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
+                    for check in checks]
             parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
                          + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
                                    "verdict"], body))
@@ -322,8 +457,9 @@ def render_html(results: dict[str, Any]) -> str:
             image = asr_figure(target, rows, attack, suite)
             if image:
                 parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
-        body = [[row["label"], r.get("suite"), r["attack"], r["judge"], r["n"],
-                 "" if r["asr"] is None else f"{r['asr']:.2f}", _ci(r.get("asr_ci95")), r.get("unjudged", 0),
+        body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
+                 ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
+                 _ci(r.get("asr_ci95")), _unjudged_text(r),
                  "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
                 for row in rows.values() for r in row["safety"]]
         parts.append("<h3>Attack success rate</h3>" + _table(
@@ -335,12 +471,14 @@ def render_html(results: dict[str, Any]) -> str:
         if agreement:
             parts.append("<h3>Agreement between judges</h3>" + _table(
                 ["configuration", "attack", "judges", "n", "agreement", "Cohen's kappa"], agreement))
+        parts.append(benign_html(rows, _table))
         refusal = [[row["label"], r.get("suite"), r["attack"], r["measure"], r["n"],
-                    "" if r["rate"] is None else f"{r['rate']:.2f}", _ci(r.get("ci95"))]
+                    ("all unjudged" if r.get("all_unjudged") else "") if r["rate"] is None else f"{r['rate']:.2f}",
+                    _ci(r.get("ci95")), _unjudged_text(r)]
                    for row in rows.values() for r in row["refusal"]]
         if refusal:
             parts.append("<h3>Refusal and over-refusal</h3>" + _table(
-                ["configuration", "suite", "attack", "measure", "n", "rate", "95% CI"], refusal))
+                ["configuration", "suite", "attack", "measure", "n", "rate", "95% CI", "unjudged"], refusal))
         audits = [[row["label"], feature, row["audit"]["n_pairs"], f"{v['accuracy']:.2f}", _ci(v["accuracy_ci"]),
                    f"{v['control_accuracy']:.2f}", row["audit"].get("risk", "")]
                   for row in rows.values() if row.get("audit") for feature, v in row["audit"]["features"].items()]
@@ -350,11 +488,18 @@ def render_html(results: dict[str, Any]) -> str:
                 audits))
             judges = sorted({r["judge"] for row in rows.values() for r in row["safety"]})
             features = sorted({f for row in rows.values() if row.get("audit") for f in row["audit"]["features"]})
-            judge = "classifier" if "classifier" in judges else (judges[0] if judges else None)
+            judge = next((j for j in ("harm", "classifier") if j in judges), judges[0] if judges else None)
             feature = "embed" if "embed" in features else (features[0] if features else None)
             image = separability_figure(target, rows, judge, feature) if judge and feature else None
             if image:
                 parts.append(f'<img alt="separability vs ASR" src="{image}">')
+        diagnostics = pair_diagnostics_rows(rows)
+        if diagnostics:
+            judge = next(r["audit"]["pair_diagnostics"]["harm_judge"] for r in rows.values()
+                         if (r.get("audit") or {}).get("pair_diagnostics"))
+            parts.append(f"<h3>Chosen vs rejected answers (harm judge: {html.escape(judge)}; refusal judge; "
+                         "gap = chosen minus rejected, Newcombe paired 95% CI)</h3>"
+                         + _table(PAIR_DIAGNOSTICS_HEADER, diagnostics))
         tasks = sorted({t for row in rows.values() if row.get("general") for t in row["general"]})
         if tasks:
             body = []
@@ -370,6 +515,10 @@ def render_html(results: dict[str, Any]) -> str:
                                if row.get("general") and t in row["general"]), "") for t in tasks}
             parts.append("<h3>General ability (lm-evaluation-harness, value ± stderr)</h3>" + _table(
                 ["configuration", *[f"{t} ({metric[t]})" for t in tasks]], body))
+        if (results.get("mitigations") or {}).get(target):
+            parts.append("<h3>Mitigations: each debiased configuration against its original (debiased vs original; "
+                         "Δ = debiased − original ASR with a Newcombe 95% interval)</h3>"
+                         + _table(*mitigation_table(results["mitigations"][target])))
         image = training_figure(target, rows)
         if image:
             trained = [[row["label"], row["training"]["steps"],
@@ -385,7 +534,8 @@ def render_html(results: dict[str, Any]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
              "font-size:13px}th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}"
-             "pre{background:#f7f7f7;padding:1em;font-size:12px}")
+             "pre{background:#f7f7f7;padding:1em;font-size:12px}"
+             ".warn{background:#fff4e0;border:1px solid #e0a040;padding:0.3em 1em;margin:1em 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>safepref: {html.escape(str(results['name']))}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
@@ -411,7 +561,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 n_of.setdefault((r.get("suite"), r["judge"]), r["n"])
             for r in row["refusal"]:
                 n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
-        header = ([f"ASR {judge}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
+        header = ([f"ASR {judge}{agreement_note(judge)}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
                   + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
                   + [f"probe accuracy, {feature}" for feature in features] + ["DPO loss, last quarter (steps)"]
                   + [f"{task} {_metric_of(rows, task)}" for task in tasks])
@@ -420,12 +570,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         for row in rows.values():
             cells = []
             for suite, judge in harm:
-                found = _asr_result(row, suite, judge)
-                cells.append(f"{found['asr']:.2f} {_ci(found['asr_ci95'])}" if found else "–")
+                found = next((r for r in row["safety"] if r["attack"] == "none" and r["judge"] == judge
+                              and r.get("suite") == suite), None)
+                cells.append(_rate_cell(found, "asr", "asr_ci95"))
             for suite, measure in refusal:
                 found = next((r for r in row["refusal"] if r["attack"] == "none" and r["measure"] == measure
-                              and r.get("suite") == suite and r["rate"] is not None), None)
-                cells.append(f"{found['rate']:.2f} {_ci(found['ci95'])}" if found else "–")
+                              and r.get("suite") == suite), None)
+                cells.append(_rate_cell(found, "rate", "ci95"))
             for feature in features:
                 found = ((row.get("audit") or {}).get("features") or {}).get(feature)
                 cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
@@ -437,12 +588,27 @@ def render_markdown(results: dict[str, Any]) -> str:
                 cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" if found and found["value"] is not None
                              else "–")
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        data = [row for row in rows.values() if row.get("data")]
+        if data:
+            lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
+                                                        f"{row['data']['n_prompts']} prompts (set {row['data']['prompt_set']})"
+                                                        for row in data)]
+        for warning in (results.get("warnings") or {}).get(target) or []:
+            lines += ["", f"**Warning:** {warning}"]
+        diagnostics = pair_diagnostics_rows(rows)
+        if diagnostics:
+            lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
+                      "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
+                      *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
+        lines += benign_markdown(rows)
         checks = (results.get("paper_checks") or {}).get(target) or []
         if checks:
             lines += ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
             for check in checks:
-                detail = "; ".join(_comparison_text(c, "gap") for c in check["comparisons"])
-                lines.append(f"- {check['claim']}: **{check['verdict']}** (Self+RM {check['self_rm']:.2f}; {detail})")
+                detail = check.get("detail") or _check_detail(check, "gap")
+                value = _check_value(check)
+                lines.append(f"- {check['claim']}: **{check['verdict']}** ({f'Self+RM {value}; ' if value else ''}{detail})")
+    lines += mitigations_markdown(results.get("mitigations") or {})
     return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,13 @@ Two kinds, one interface (``load_reward_model(name).score(prompts, responses)``)
   ``OpenAssistant/reward-model-deberta-v3-large-v2`` for users with hub access). The score is the model's single
   logit for the (prompt, response) as that model expects it: through the tokenizer's chat template when it has
   one, else as a question/answer text pair.
-- ``minilm-bt``, the offline default: a Bradley-Terry head on frozen MiniLM sentence embeddings, trained on real
-  human preference pairs (HH-RLHF harmless + PKU-SafeRLHF, split by prompt) by ``train_embedding_rm``. Its weights
-  ship in ``registry/reward_models/`` (rebuild with ``safepref reward-model train``).
+- ``safety-bt``, the offline default (``safepref.safety_rm``): a linear Bradley-Terry model over a harm
+  classifier's probability (trained on 4,000 human safe/unsafe labels), refusal, length and TF-IDF features of the
+  answer, fitted on the same preference pairs; card in ``registry/reward_models/safety-bt.md``.
+- ``minilm-bt``, the first offline model, kept by name: a Bradley-Terry head on frozen MiniLM sentence
+  embeddings, trained on real human preference pairs (HH-RLHF harmless, split by prompt) by
+  ``train_embedding_rm``. Its weights ship in ``registry/reward_models/`` (rebuild into a folder of your choice
+  with ``safepref reward-model train --kind minilm-bt --out DIR``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from safepref.progress import progress_bar
 from safepref.stats import rate
 
 EMBEDDING_RM = "minilm-bt"
+SAFETY_RM = "safety-bt"  # safepref.safety_rm (same constant there; repeated here to keep that import lazy)
 REWARD_MODELS_DIR = Path(__file__).parent / "registry" / "reward_models"
-DEFAULT_REWARD_MODEL = EMBEDDING_RM
+DEFAULT_REWARD_MODEL = SAFETY_RM
+REGISTRY_REWARD_MODELS = (SAFETY_RM, EMBEDDING_RM)
 
 
 class RewardModel(Protocol):
@@ -43,10 +49,20 @@ class RewardModel(Protocol):
 
 def load_reward_model(name: str = DEFAULT_REWARD_MODEL, *, batch_size: int = 8, max_length: int = 512,
                       device: str = "cpu", dtype: str = "auto") -> RewardModel:
-    """``minilm-bt`` (or a folder holding such weights), or a HF sequence-classification model by id/folder.
+    """``safety-bt``, ``minilm-bt``, a file written by ``safepref reward-model train`` (``.joblib``: safety-bt,
+    ``.safetensors``: minilm-bt), or a HF sequence-classification model by id/folder.
 
-    ``device``/``dtype`` follow safepref.device (minilm-bt: its embedder runs there, the small head on the CPU)."""
+    ``device``/``dtype`` follow safepref.device: a HF model runs there; minilm-bt runs its embedder there (the small
+    head on the CPU); safety-bt is scikit-learn and always runs on the CPU."""
+    if name == SAFETY_RM:
+        from safepref.safety_rm import load_safety_rm
+
+        return load_safety_rm()
     path = Path(name).expanduser()
+    if path.suffix == ".joblib" and path.is_file():
+        from safepref.safety_rm import SafetyRewardModel
+
+        return SafetyRewardModel.from_file(path, name=path.stem)
     if name == EMBEDDING_RM or (path.suffix == ".safetensors" and path.is_file()):
         weights = REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors" if name == EMBEDDING_RM else path
         model = EmbeddingRewardModel.from_file(weights, name=EMBEDDING_RM if name == EMBEDDING_RM else path.stem)
@@ -247,25 +263,30 @@ def _text_key(text: str) -> str:
 class EmbeddingCache:
     """Embeddings of the bundled preference texts, kept under SAFEPREF_HOME so train and eval embed each once.
 
-    Keyed by the embedder's name and each text's sha1; saved (temp + rename) after every batch of new texts.
+    Keyed by the embedder's name and each text's sha1. The store only grows: each ``add`` writes its new vectors as
+    one more shard file (temp + rename) in the embedder's folder, so adding never rewrites what is there, and
+    opening the cache reads every shard (and the single ``.npz`` that earlier versions wrote).
     """
 
     def __init__(self, embedder: str) -> None:
-        self.path = safepref_home() / "embeddings" / f"{Path(embedder).name}.npz"
+        self.folder = safepref_home() / "embeddings" / Path(embedder).name
         self.vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
-            with np.load(self.path) as data:
-                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        for shard in [self.folder.with_suffix(".npz"), *sorted(self.folder.glob("*.npz"))]:
+            if shard.is_file():
+                with np.load(shard) as data:
+                    self.vectors.update(zip(data["keys"].tolist(), data["vectors"], strict=True))
 
     def add(self, vectors: dict[str, np.ndarray]) -> None:
-        if not vectors:
+        new = {key: vector for key, vector in vectors.items() if key not in self.vectors}
+        if not new:
             return
-        self.vectors.update(vectors)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
-        keys = list(self.vectors)
-        np.savez(tmp, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
-        os.replace(tmp, self.path)
+        self.vectors.update(new)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keys = sorted(new)
+        shard = self.folder / f"{_text_key(chr(0).join(keys))}.npz"  # named by its content: a rerun rewrites nothing
+        tmp = self.folder / f".{shard.stem}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([new[key] for key in keys]))
+        os.replace(tmp, shard)
 
 
 def _make_head(n_features: int, hidden: int):

@@ -4,10 +4,13 @@ For each target model: generate answers from every source its recipes need -> sc
 -> build each recipe's pairs -> audit their separability -> DPO-train the target on them -> evaluate safety (and
 over-refusal) and general ability of the SFT model and of every trained model -> write the report.
 
-Every artifact's path carries a fingerprint of the config that made it and the keys of its inputs, so a rerun
-reuses what exists, a changed setting recomputes only what depends on it, and a killed run finishes on rerun
+Every artifact's path carries a content key (``safepref.keys``) of what it was computed from (prompt texts, answer
+texts, settings, a fingerprint of the model's weights, scores, upstream keys), so a rerun reuses what exists, a
+changed input recomputes only what depends on it, and a killed run finishes on rerun
 (each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
-The manifest (``RUN_DIR/manifest.json``) records what each configuration produced; the report reads it.
+Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
+written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
+with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref import models
-from safepref.errors import InputError
-from safepref.io import file_fingerprint, fingerprint, read_yaml_record, write_json_atomic
+from safepref.errors import InputError, input_error_from
+from safepref.io import file_fingerprint, read_yaml_record, write_json_atomic
+from safepref.keys import content_key, prompt_set_key, stage_key
 from safepref.launch import LaunchSettings, split_training
+from safepref.paths import slug
 from safepref.versions import package_versions
 
 SFT = "sft"  # the configuration without DPO: the target as it is
+# the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
+FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
+                        "human-rejected": {"human_rejected", "all"}}
 
 
 class _Strict(BaseModel):
@@ -65,7 +73,7 @@ class SafetySpec(_Strict):
     suites: list[str] = Field(default_factory=lambda: ["advbench"], description="advbench, xstest or path:column")
     limit: int | None = Field(100, ge=1, description="first N prompts of each suite (the paper: 100 AdvBench)")
     attacks: list[str] = Field(default_factory=lambda: ["none"])
-    judges: list[str] = Field(default_factory=lambda: ["keyword", "classifier"])
+    judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"])
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     judge_model: str | None = Field(None, description="openai:<model> for the llm judge")
 
@@ -76,6 +84,14 @@ class GeneralSpec(_Strict):
     limit: int | None = Field(50, ge=1)
     num_fewshot: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
+
+
+class BenignSpec(_Strict):
+    pools: list[str] = Field(default_factory=lambda: ["harmless-instructions", "xstest-safe"],
+                             description="benign prompt pools (safepref.eval_benign)")
+    limit: int | None = Field(100, ge=1, description="benign prompts in all, split evenly between the pools")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: safety.max_new_tokens, so eval-safety's "
+                                                               "XSTest answers are reused, not generated again")
 
 
 class AuditSpec(_Strict):
@@ -95,13 +111,15 @@ class ExperimentConfig(_Strict):
     targets: list[TargetSpec]
     prompts: PromptSpec = Field(default_factory=PromptSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    reward_model: str = "minilm-bt"
+    reward_model: str = "safety-bt"
     recipes: list[str] = Field(default_factory=lambda: [SFT, "original", "hc_self", "gpt4o_self", "stronger_self",
                                                         "peer_rm", "all_rm", "self_rm"])
     training: dict[str, Any] = Field(default_factory=dict, description="DPOTrainingConfig fields")
     safety: SafetySpec = Field(default_factory=SafetySpec)
     general: GeneralSpec | None = Field(default_factory=GeneralSpec, description="null to skip general ability")
     audit: AuditSpec | None = Field(default_factory=AuditSpec, description="null to skip the audit")
+    benign: BenignSpec | None = Field(default_factory=BenignSpec,
+                                      description="answer quality on benign prompts, against SFT; null to skip")
 
     def recipes_for(self, target: TargetSpec) -> list[str]:
         return target.recipes if target.recipes is not None else self.recipes
@@ -122,21 +140,22 @@ def load_config(path: str | Path) -> ExperimentConfig:
     from safepref.recipes import load_recipe
     from safepref.train import DPOTrainingConfig
 
-    for target in config.targets:
-        for recipe in config.recipes_for(target):
-            if recipe != SFT:
-                load_recipe(recipe)
+    checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
     for index, target in enumerate(config.targets):
         field = f"targets[{index}].training" if target.training else "training"
         try:
             config.launch_for(target)
-            DPOTrainingConfig(**config.training_for(target))
         except ValidationError as error:
-            problem = error.errors()[0]
-            key = ".".join(str(part) for part in problem["loc"])
-            reason = "unknown key" if problem["type"] == "unexpected_keyword_argument" else problem["msg"].lower()
-            raise InputError(f"bad training setting: {reason}", path=path,
-                             field=f"{field}.{key}" if key else field) from None
+            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
+        checks.append((field, config.training_for(target)))
+        for recipe in config.recipes_for(target):
+            if recipe != SFT and (overrides := load_recipe(recipe).training):
+                checks.append((f"recipe {recipe}: training", {**config.training_for(target), **overrides}))
+    for field, settings in checks:
+        try:
+            DPOTrainingConfig(**settings)
+        except ValidationError as error:
+            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
     return config
 
 
@@ -184,20 +203,24 @@ class Run:
     # -------------------------------------------------------------------------------------- stages
 
     def training_prompts(self):
-        from safepref.data import load_prompts
-        from safepref.generate import generate_responses
+        """The configured prompt set. ``require`` asks the fixed answer sets which prompts they answer (nothing is
+        generated or written for that: data never flows back from the generate stage)."""
+        from safepref.data import load_prompts, prompt_id
+        from safepref.generate import fixed_answer_prompt_ids
 
         spec = self.config.prompts
         prompts = load_prompts(spec.dataset)
         for source in spec.require:
-            answered = {r.prompt_id for r in generate_responses(prompts, source, self.dir / "responses" /
-                                                                f"{source}.jsonl")}
-            prompts = [p for p in prompts if p.id in answered]
+            try:
+                answered = fixed_answer_prompt_ids(source)
+            except InputError as error:
+                raise InputError(str(error.args[0]), field="prompts.require") from None
+            prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
     def responses_for(self, target: TargetSpec, prompts) -> list[Path]:
         """Generate (or reuse) every source the target's recipes draw from; returns the response files."""
-        from safepref.generate import FIXED_SOURCES, GenerationConfig, generate_responses
+        from safepref.generate import FIXED_SOURCES, GenerationConfig, answer_identity, generate_responses
 
         g = self.config.generation
         base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
@@ -216,16 +239,17 @@ class Run:
             jobs.append((target.stronger, True))
         if needed & {"peers", "all"}:
             jobs += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
-        prompt_key = fingerprint([p.id for p in prompts])
+        prompt_texts = [[p.id, p.text] for p in prompts]
         files = []
         for source in FIXED_SOURCES:
-            files.append(self.dir / "responses" / f"{source}.jsonl")
-            self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
+            if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
+                files.append(self.dir / "responses" / f"{source}-{stage_key('generate', source, prompt_texts)}.jsonl")
+                self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
         for source, greedy in jobs:
             config = GenerationConfig(greedy=greedy, **base)
             mode = "greedy" if greedy else f"k{g.samples}"
-            path = self.dir / "responses" / f"{_slug(models.model_label(source))}-{mode}-" \
-                                            f"{fingerprint(source, config.settings(), prompt_key)}.jsonl"
+            key = stage_key("generate", answer_identity(source, config), prompt_texts)
+            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"
             self._timed(f"generate {models.model_label(source)} {mode}",
                         lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
             files.append(path)
@@ -242,19 +266,26 @@ class Run:
                 needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
         return needed
 
-    def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores) -> Path:
+    def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores,
+                  prompt_ids: set[str] | None = None) -> Path:
+        """Pairs by one recipe, from the answers to the configured prompts (``prompt_ids``) only, keyed by the
+        content of those answers and of the scores they are ranked by."""
         from safepref.build import BuildConfig, BuildSummary, build_pairs, read_responses, write_pairs
         from safepref.recipes import load_recipe
 
         recipe = load_recipe(recipe_name)
         build = BuildConfig(stronger=target.stronger or models.STRONGER_MODEL, peers=list(target.peers),
                             seed=self.config.seed, reward_model=None)
-        key = fingerprint(recipe.model_dump(), [file_fingerprint(f) for f in response_files],
-                          self.config.reward_model, build.seed, build.stronger, build.peers)
-        out = self.dir / "pairs" / _slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
+        responses = [r for r in read_responses(response_files) if prompt_ids is None or r.prompt_id in prompt_ids]
+        used = {r.id for r in responses}
+        ranked_by = sorted([s.response_id, s.reward_model, s.score, s.key] for s in (scores or [])
+                           if s.response_id in used) if recipe.needs_scores else None
+        key = stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
+                        ranked_by, build.seed, build.stronger, build.peers)
+        out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
-            pairs = build_pairs(recipe, read_responses(response_files), scores if recipe.needs_scores else None,
+            pairs = build_pairs(recipe, responses, scores if recipe.needs_scores else None,
                                 target=target.model, config=build, summary=summary)
             if not pairs:
                 raise InputError(f"recipe '{recipe_name}' built no pairs for {target.model} (see the build counts)")
@@ -263,12 +294,17 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         from safepref.build import read_responses
+        from safepref.data import prompt_id
+        from safepref.recipes import load_recipe
         from safepref.score import ScoreConfig, score_responses
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
         prompts = self._timed("prompts", self.training_prompts)
+        prompt_ids = {p.id for p in prompts}
         self.manifest["n_training_prompts"] = len(prompts)
+        # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
+        self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
         for target in self.config.targets:
             label = models.model_label(target.model)
             recipes = self.config.recipes_for(target)
@@ -279,23 +315,36 @@ class Run:
             if response_files:
                 responses = read_responses(response_files)
                 scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{_slug(self.config.reward_model)}.jsonl",
+                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
                     ScoreConfig(device=self.config.device, dtype=self.config.dtype)))
             for recipe in recipes:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
                 if recipe != SFT:
-                    pairs = self._timed(f"build {label} {recipe}",
-                                        lambda r=recipe, t=target, f=response_files, s=scores: self.pairs_for(t, r, f, s))
+                    variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
+                    pairs = self._timed(f"build {label} {variant.base or recipe}",
+                                        lambda r=variant.base or recipe, t=target, f=response_files, s=scores:
+                                        self.pairs_for(t, r, f, s, prompt_ids))
+                    if variant.base:
+                        entry["base"] = variant.base
+                    if variant.debias:
+                        pairs, entry["debias"] = self._timed(f"debias {label} {recipe}",
+                                                             lambda p=pairs, t=target, v=variant: self.debias(t, p, v))
                     entry["pairs"] = str(pairs)
+                    entry["data"] = pairs_data(pairs)
                     if self.config.audit:
                         entry["audit"] = self._timed(f"audit {label} {recipe}", lambda p=pairs: self.audit(p))
-                    entry["training"] = self._timed(f"train {label} {recipe}", lambda p=pairs, t=target: self.train(t, p))
+                    entry["training"] = self._timed(f"train {label} {recipe}",
+                                                    lambda p=pairs, t=target, v=variant: self.train(t, p, v.training))
                     model_for_eval = entry["training"]["out_dir"]
                     self._save()
                 entry["safety"] = self._timed(f"safety {label} {recipe}",
                                               lambda m=model_for_eval: self.safety(m))
                 self._save()
+                if self.config.benign:
+                    entry["benign"] = self._timed(f"benign {label} {recipe}", lambda m=model_for_eval, t=target,
+                                                  s=entry["safety"]: self.benign(t, m, s))
+                    self._save()
                 if self.config.general:
                     entry["general"] = self._timed(f"general {label} {recipe}",
                                                    lambda m=model_for_eval: self.general(m))
@@ -310,7 +359,7 @@ class Run:
         from safepref.io import read_pairs
 
         spec = self.config.audit
-        key = fingerprint(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed)
+        key = content_key(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
@@ -318,13 +367,32 @@ class Run:
                                                             dtype=self.config.dtype), out)
         return str(out / "audit.json")
 
-    def train(self, target: TargetSpec, pairs_path: Path) -> dict[str, Any]:
-        from dataclasses import asdict
+    def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
+        """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
+        from safepref.audit import SHALLOW_VERSION, phrase_cues
+        from safepref.debias import REWRITE_VERSION, DebiasConfig, debias_pairs, summary_path
+        from safepref.io import read_pairs
 
-        from safepref.train import DPOTrainingConfig
+        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
+                    "target": target.model, "seed": self.config.seed}
+        if self.config.generation.batch_size:
+            settings["batch_size"] = self.config.generation.batch_size
+        key = stage_key("debias", models.weights_fingerprint(target.model), file_fingerprint(pairs_path), settings,
+                        REWRITE_VERSION, SHALLOW_VERSION, phrase_cues())
+        out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
+        if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
+            # where the rewrite runs is provenance, not part of the key
+            debias_pairs(read_pairs(pairs_path), DebiasConfig(**settings, device=self.config.device,
+                                                              dtype=self.config.dtype), out,
+                         {str(pairs_path): file_fingerprint(pairs_path)})
+        return out, str(summary_path(out))
 
-        config = DPOTrainingConfig(**self.config.training_for(target))
-        key = fingerprint(target.model, file_fingerprint(pairs_path), asdict(config))
+    def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        from safepref.train import DPOTrainingConfig, training_record
+
+        config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
+        key = stage_key("train", models.weights_fingerprint(target.model), file_fingerprint(pairs_path),
+                        training_record(config))
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
@@ -358,12 +426,30 @@ class Run:
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
                                       dtype=self.config.dtype)
-            key = fingerprint(_model_key(model), config.key_dump())
-            out = self.dir / "safety" / f"{_slug(models.model_label(model))}-{_slug(suite)}-{key}"
-            if not (out / "summary.json").exists():
-                evaluate_safety(model, config, out)
+            key = stage_key("eval_safety", models.weights_fingerprint(model), config.key_dump())
+            out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
+            if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
+                evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
             summaries.append(str(out / "summary.json"))
         return summaries
+
+    def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
+        """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
+        eval-safety answered; both answer sets are shared through ``benign/answers``."""
+        from safepref.eval_benign import BenignEvalConfig, evaluate_benign
+
+        spec = self.config.benign
+        config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
+                                  max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
+                                  reward_model=self.config.reward_model, device=self.config.device,
+                                  dtype=self.config.dtype)
+        key = stage_key("eval_benign", models.weights_fingerprint(model), models.weights_fingerprint(target.model),
+                        config.key_dump(), [file_fingerprint(Path(p)) for p in safety_summaries])
+        out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
+        if not (out / "summary.json").exists():
+            evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
+                            safety_dirs=[Path(p).parent for p in safety_summaries])
+        return str(out / "summary.json")
 
     def general(self, model: str) -> str:
         from safepref.eval_general import evaluate_general, make_config
@@ -372,7 +458,7 @@ class Run:
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
-        out = self.dir / "general" / f"{_slug(models.model_label(model))}-{fingerprint(_model_key(model))}"
+        out = self.dir / "general" / f"{slug(models.model_label(model))}-{content_key(models.weights_fingerprint(model))}"
         release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
         evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
         return str(out / "general.json")
@@ -385,11 +471,12 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -
     return Run(config, run_dir, config_path).run()
 
 
-def _model_key(model: str) -> str:
-    """Identity of a model for cache keys: a trained folder by its summary, otherwise its name."""
-    summary = Path(model) / "train_summary.json"
-    return file_fingerprint(summary) if summary.is_file() else str(model)
+def pairs_data(pairs_path: Path) -> dict[str, Any]:
+    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
+    from safepref.data import prompt_id
+    from safepref.io import read_pairs
 
+    pairs = read_pairs(pairs_path)
+    ids = {prompt_id(pair.prompt_text) for pair in pairs}
+    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)

@@ -1,8 +1,11 @@
-"""Score responses with a reward model: one :class:`Score` per (response, reward model), resumable.
+"""Score responses with a reward model: one :class:`Score` per (reward model weights, prompt, answer), resumable.
 
 ``score_responses(responses, reward_model, out_path, config)`` appends scores to an :class:`AppendLog` keyed by
-response id + reward model, so an interrupted run resumes where it stopped and a second reward model's scores can
-share the file. Returns the scores of the given responses under that reward model, in input order.
+the content the score is a function of: a fingerprint of the reward model's weights, the prompt text and the answer
+text (``safepref.keys.score_content_key``). New answers under an old response id (after a change of decoding
+settings) or retrained reward-model weights therefore get new scores, never the old ones; an interrupted run
+resumes where it stopped and several reward models share one file. Returns the scores of the given responses, in
+input order (one per distinct response id).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from pathlib import Path
 from pydantic.dataclasses import dataclass
 
 from safepref.io import AppendLog
+from safepref.keys import score_content_key
 from safepref.progress import progress_bar
 from safepref.records import Response, Score
-from safepref.reward_model import DEFAULT_REWARD_MODEL, RewardModel, load_reward_model
+from safepref.reward_model import DEFAULT_REWARD_MODEL, REWARD_MODELS_DIR, RewardModel, load_reward_model
 
 
 @dataclass
@@ -28,35 +32,48 @@ class ScoreConfig:
 
 
 def score_key(row: dict) -> str:
-    return f"{row['response_id']}|{row['reward_model']}"
+    """A score row's log key: its content key (rows written before content keys keep their old, unmatched key)."""
+    return row.get("key") or f"legacy|{row['response_id']}|{row['reward_model']}"
 
 
 def score_responses(responses: list[Response], reward_model: str | RewardModel = DEFAULT_REWARD_MODEL,
                     out_path: str | Path = "scores.jsonl", config: ScoreConfig | None = None) -> list[Score]:
     config = config or ScoreConfig()
     log = AppendLog(out_path, key_of=score_key)
-    model = reward_model
-    name = reward_model if isinstance(reward_model, str) else reward_model.name
     if isinstance(reward_model, str):
-        label = _label(reward_model)
-        todo = [r for r in _unique(responses) if f"{r.id}|{label}" not in log.done]
-        if todo:  # loading a reward model costs seconds: skip it when everything is already scored
-            model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length,
-                                      device=config.device, dtype=config.dtype)
-        name = label
+        model, name, weights = None, _label(reward_model), reward_model_fingerprint(reward_model)
     else:
-        todo = [r for r in _unique(responses) if f"{r.id}|{name}" not in log.done]
+        model, name = reward_model, reward_model.name
+        weights = getattr(reward_model, "fingerprint", None) or f"name:{name}"
+    unique = _unique(responses)
+    key_of = {r.id: score_content_key(weights, r.prompt, r.text) for r in unique}
+    todo = list({key_of[r.id]: r for r in unique if key_of[r.id] not in log.done}.values())
+    if todo and model is None:  # loading a reward model costs seconds: skip it when everything is already scored
+        model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length,
+                                  device=config.device, dtype=config.dtype)
     bar = progress_bar(total=len(todo), desc=f"scoring with {name}", unit="resp")
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]
         values = model.score([r.prompt for r in batch], [r.text for r in batch])
-        log.append([Score(response_id=r.id, reward_model=name, score=float(v)) for r, v in zip(batch, values, strict=True)])
+        log.append([Score(response_id=r.id, reward_model=name, score=float(v), key=key_of[r.id])
+                    for r, v in zip(batch, values, strict=True)])
         bar.update(len(batch))
     bar.close()
-    wanted = {r.id for r in responses}
-    by_id = {row["response_id"]: Score.model_validate(row) for row in log.rows()
-             if row["reward_model"] == name and row["response_id"] in wanted}
-    return [by_id[r.id] for r in _unique(responses)]
+    wanted = set(key_of.values())
+    by_key = {row["key"]: float(row["score"]) for row in log.rows() if row.get("key") in wanted}
+    return [Score(response_id=r.id, reward_model=name, score=by_key[key_of[r.id]], key=key_of[r.id]) for r in unique]
+
+
+def reward_model_fingerprint(reward_model: str) -> str:
+    """Identity of a reward model's weights: the head file and the embedder for minilm-bt (or a ``.safetensors``
+    head), otherwise the model's weights fingerprint (folder content, hub revision)."""
+    from safepref.models import EMBEDDING_MODEL, weights_fingerprint
+    from safepref.reward_model import EMBEDDING_RM
+
+    head = REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors" if reward_model == EMBEDDING_RM else Path(reward_model)
+    if reward_model == EMBEDDING_RM or (head.suffix == ".safetensors" and head.is_file()):
+        return f"head:{weights_fingerprint(head)}+{weights_fingerprint(EMBEDDING_MODEL)}"
+    return weights_fingerprint(reward_model)
 
 
 def _unique(responses: list[Response]) -> list[Response]:
@@ -69,6 +86,6 @@ def _unique(responses: list[Response]) -> list[Response]:
 def _label(reward_model: str) -> str:
     """The name scores carry: the registry name, or the model folder's name / hub id."""
     from safepref.models import model_label
-    from safepref.reward_model import EMBEDDING_RM
+    from safepref.reward_model import REGISTRY_REWARD_MODELS
 
-    return reward_model if reward_model == EMBEDDING_RM else model_label(reward_model)
+    return reward_model if reward_model in REGISTRY_REWARD_MODELS else model_label(reward_model)

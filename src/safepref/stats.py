@@ -29,6 +29,35 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, floa
     return (lower, upper)
 
 
+def paired_difference_interval(both: int, first_only: int, second_only: int, neither: int
+                               ) -> tuple[float, float] | None:
+    """95% interval of p1 - p2 for two proportions measured on the same n units (e.g. the chosen and the rejected
+    side of each pair): Newcombe's (1998) method 10, the hybrid score interval corrected for the correlation of
+    the two sides. Counts: units positive on both sides, on the first only, on the second only, on neither."""
+    n = both + first_only + second_only + neither
+    first, second = wilson_interval(both + first_only, n), wilson_interval(both + second_only, n)
+    if first is None or second is None:
+        return None
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    phi = (both * neither - first_only * second_only) / math.sqrt(margins) if margins else 0.0
+    below = (p1 - first[0]) ** 2 - 2 * phi * (p1 - first[0]) * (second[1] - p2) + (second[1] - p2) ** 2
+    above = (first[1] - p1) ** 2 - 2 * phi * (first[1] - p1) * (p2 - second[0]) + (p2 - second[0]) ** 2
+    difference = p1 - p2
+    return (max(-1.0, difference - math.sqrt(max(below, 0.0))), min(1.0, difference + math.sqrt(max(above, 0.0))))
+
+
+def mean_interval(values: list[float], z: float = 1.96) -> dict:
+    """A mean with its n and normal-approximation 95% interval (sample standard deviation); None values when empty."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "ci95": None}
+    mean = sum(values) / n
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = z * spread / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci95": [mean - half, mean + half]}
+
+
 def rate(successes: int, n: int) -> dict:
     """A proportion with its n and 95% Wilson interval, as every rate in the project is reported."""
     interval = wilson_interval(successes, n)

@@ -12,8 +12,9 @@ What this adds to a plain ``DPOTrainer`` run:
 - Length-grouped batches (pairs of similar length share a batch, so less padding).
 - The training dynamics the paper reads as its reward-hacking signal (loss, rewards/chosen, rewards/rejected,
   rewards/accuracies, rewards/margins at every logged step) go to ``DIR/dynamics.jsonl`` and ``DIR/dynamics.png``.
-- An interrupted run resumes from its latest ``checkpoint-*``; a finished run (``train_summary.json`` exists) is
-  not retrained unless ``force``.
+- An interrupted run resumes from its latest ``checkpoint-*`` only when ``safepref-train-identity.json`` says it was
+  made from the same model weights, pairs and settings (otherwise: exit 2 naming what differs, or ``force`` to start
+  over); a finished run (``train_summary.json`` exists) is not retrained unless ``force``.
 
 What lands in ``out_dir`` (loadable with ``safepref.models.load_model(out_dir)``):
 - LoRA: the adapter only (``adapter_config.json`` + ``adapter_model.safetensors``) and the tokenizer. The adapter's
@@ -47,19 +48,20 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from safepref.errors import InputError
 from safepref.io import AppendLog, file_fingerprint, fingerprint, iter_jsonl, read_pairs, write_json_atomic, write_jsonl_atomic
-from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path
+from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path, weights_fingerprint
 from safepref.paths import safepref_home
 from safepref.versions import package_versions
 
 DYNAMICS_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 SUMMARY_FILE = "train_summary.json"
+IDENTITY_FILE = "safepref-train-identity.json"  # model weights, pairs and settings that checkpoints were made from
 DYNAMICS_FILE = "dynamics.jsonl"
 PLOT_FILE = "dynamics.png"
 
@@ -116,6 +118,21 @@ class DPOTrainingConfig:
     """Write a resumable checkpoint every this many steps."""
     keep_checkpoints: bool = False
     """Keep checkpoint-* folders after a finished run (they hold optimizer state and are large)."""
+    weighting: Literal["none", "wpo"] = "none"
+    """Pair weighting: "wpo" weights each pair by how likely the policy is to produce it (WPO, arXiv 2406.11827;
+    TRL's ``use_weighting``), so off-policy pairs (another model's answers) count less; "none" is plain DPO."""
+    ld_alpha: float | None = Field(None, ge=0.0, le=1.0)
+    """Length desensitisation (LD-DPO, TRL's ``ld_alpha``): log-probs of tokens beyond the shorter answer's length
+    are scaled by this factor, so a length difference weighs less; None (or 1.0) is plain DPO."""
+
+
+NEW_FIELD_DEFAULTS = {"weighting": "none", "ld_alpha": None}  # fields added after runs were keyed without them
+
+
+def training_record(config: DPOTrainingConfig) -> dict[str, Any]:
+    """The config as recorded and keyed: later-added fields at their default are left out, so runs finished before
+    they existed keep their keys and their summaries still match."""
+    return {k: v for k, v in asdict(config).items() if k not in NEW_FIELD_DEFAULTS or v != NEW_FIELD_DEFAULTS[k]}
 
 
 @dataclass
@@ -144,11 +161,13 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     pairs_path = Path(pairs_path)
     pairs = read_pairs(pairs_path)  # a bad row fails here, before anything is loaded or written
     base_path = resolve_model_path(model)
+    identity = run_identity(model, pairs_path, config)
     summary_path = out_dir / SUMMARY_FILE
     if summary_path.is_file() and not force:
         summary = json.loads(summary_path.read_text())
         same = (summary.get("pairs_sha256_12") == file_fingerprint(pairs_path) and summary.get("model") == str(model)
-                and summary.get("config") == json.loads(json.dumps(asdict(config))))
+                and summary.get("config") == json.loads(json.dumps(training_record(config)))
+                and (not (out_dir / IDENTITY_FILE).is_file() or not _identity_differences(out_dir, identity)))
         if not same:
             raise InputError("holds a finished run of another model, pairs file or config: pass --force to "
                              "overwrite it, or choose another --out", path=out_dir)
@@ -156,7 +175,11 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     if force and out_dir.exists():
         for stale in [*out_dir.glob("checkpoint-*"), out_dir / DYNAMICS_FILE, summary_path]:
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    if not force and latest_checkpoint(out_dir) is not None and (differs := _identity_differences(out_dir, identity)):
+        raise InputError(f"holds checkpoints made from other {differs}: pass --force to start over, or choose "
+                         "another --out", path=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / IDENTITY_FILE, identity)  # before any checkpoint: what a resume must match
     started = time.perf_counter()
 
     import torch
@@ -199,6 +222,8 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=False,
+        use_weighting=config.weighting == "wpo",
+        ld_alpha=config.ld_alpha,
     )
     peft_config = None
     if config.lora:
@@ -236,11 +261,31 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     )
     write_json_atomic(summary_path, {  # written last: its presence marks a finished run
         "model": str(model), "base_path": base_path, "pairs": str(pairs_path),
-        "pairs_sha256_12": file_fingerprint(pairs_path), "config": asdict(config), "result": asdict(result),
+        "pairs_sha256_12": file_fingerprint(pairs_path), "config": training_record(config), "result": asdict(result),
         "versions": package_versions("torch", "transformers", "trl", "peft"), "seed": config.seed, "n_pairs": len(pairs),
         "final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds,
     })
     return result
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+def run_identity(model: str | Path, pairs_path: Path, config: DPOTrainingConfig) -> dict[str, Any]:
+    """What a run's checkpoints are made from: the model's weights, the pairs' bytes and every training setting."""
+    return {"model_weights": weights_fingerprint(model), "pairs": file_fingerprint(pairs_path, length=24),
+            "settings": json.loads(json.dumps(training_record(config)))}
+
+
+def _identity_differences(out_dir: Path, identity: dict[str, Any]) -> str:
+    """'' when ``out_dir`` was made from ``identity``; otherwise what differs ("pairs, settings"), or "inputs (no
+    record of them)" for a folder written before runs recorded their identity."""
+    path = out_dir / IDENTITY_FILE
+    if not path.is_file():
+        return "inputs (the folder has no record of them)"
+    recorded = json.loads(path.read_text())
+    names = {"model_weights": "model weights", "pairs": "pairs", "settings": "settings"}
+    return ", ".join(names[k] for k in identity if recorded.get(k) != identity[k])
 
 
 # ---------------------------------------------------------------------------------------------- trainer

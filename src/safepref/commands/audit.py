@@ -10,8 +10,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from safepref.commands import print_table
 from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.errors import InputError
+from safepref.errors import input_error_from
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +39,7 @@ def register(app: typer.Typer) -> None:
             config = AuditConfig(features=features, folds=folds, seed=seed, batch_size=batch_size,
                                  device=check_device(device), dtype=check_dtype(dtype))
         except ValidationError as error:
-            first = error.errors()[0]
-            raise InputError(first["msg"], field=".".join(str(p) for p in first["loc"])) from None
+            raise input_error_from(error) from None
         records = resolve_pairs(pairs)
         out_dir = out if out is not None else Path(f"audit-{Path(pairs).stem}")
         summary = audit_pairs(records, config, out_dir)
@@ -57,12 +57,12 @@ def register(app: typer.Typer) -> None:
                           f"{result['control_accuracy']:.3f} [{c_low:.3f}, {c_high:.3f}]", result["risk"])
         console.print(f"{summary['n_pairs']} pairs on {summary['n_prompts']} prompts, {summary['folds']}-fold CV "
                       "grouped by prompt; CIs: bootstrap over prompts")
-        console.print(table)
+        print_table(table)
         cues = Table("cue", "accuracy alone [95% CI]", "Cohen's d", "chosen mean", "rejected mean")
         for cue in summary["cues"][:8]:
             d = "-" if cue["cohens_d"] is None else f"{cue['cohens_d']:+.2f}"
             cues.add_row(cue["cue"], f"{cue['accuracy']:.3f} [{cue['accuracy_ci'][0]:.3f}, {cue['accuracy_ci'][1]:.3f}]",
                          d, f"{cue['chosen_mean']:.2f}", f"{cue['rejected_mean']:.2f}")
-        console.print(cues)
+        print_table(cues)
         console.print(f"[bold]verdict:[/] {summary['verdict']}", highlight=False)
         console.print(f"written to {out_dir}/ (audit.json, verdict.txt, projection-*.png)", highlight=False)

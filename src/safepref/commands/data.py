@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref import data
+from safepref.commands import print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -16,12 +17,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="data")
 
     @group.command("list")
-    def list_datasets() -> None:
+    def list_datasets(as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
         """Name, kind, rows, license and source of every bundled dataset."""
+        rows = [{"name": entry.name, "kind": entry.kind, "rows": len(entry.load()), "license": entry.license,
+                 "source": entry.source} for entry in data.REGISTRY.values()]
+        if as_json:
+            print_json({"datasets": rows})
+            return
         table = Table("name", "kind", "rows", "license", "source")
-        for entry in data.REGISTRY.values():
-            table.add_row(entry.name, entry.kind, f"{len(entry.load()):,}", entry.license, entry.source)
-        Console().print(table)
+        for row in rows:
+            table.add_row(row["name"], row["kind"], f"{row['rows']:,}", row["license"], row["source"])
+        print_table(table)
 
     @group.command("show")
     def show(name: str, n: int = typer.Option(3, "-n", help="Rows to print.")) -> None:

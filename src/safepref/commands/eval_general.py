@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref import eval_general
+from safepref.commands import print_table
 from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import InputError
 from safepref.models import DEFAULT_TARGET
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             for row in rows:
                 table.add_row(row["task"], row["metric"], f"{row['questions']:,}", f"{row['evaluated']:,}",
                               f"{row['chance']:.4f}")
-            Console().print(table)
+            print_table(table)
             return
         if out is None:
             raise InputError("--out is required (the folder for general.json)", field="--out")
@@ -64,6 +65,6 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, row["metric"], f"{row['value']:.3f} ± {stderr}", f"{row['chance']:.3f}", str(row["n"]),
                           str(row["num_fewshot"]))
         console = Console()
-        console.print(table)
+        print_table(table)
         console.print(f"{record['model']}: {Path(out) / eval_general.RESULTS_FILE} "
                       f"(lm-eval {record['versions']['lm_eval']}, {record['wall_seconds']} s)")

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
     def generate(
         source: str = typer.Option(..., "--source", "-s", help="Registry model, HF id/folder, openai:<model>, "
                                    "or a fixed answer set (gpt4o, human-chosen, human-rejected)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Responses JSONL (appended to; rerun to resume)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Responses JSONL (appended to; rerun to resume). A file "
+                                  "holding rows made with other settings or weights is refused (exit 2)."),
         prompts: str = typer.Option("saferlhf", help="Bundled dataset name or path[:column] of a CSV/JSONL."),
         limit: int = typer.Option(None, help="Only the first N prompts."),
         greedy: bool = typer.Option(False, "--greedy", help="One greedy answer per prompt (sample index -1)."),

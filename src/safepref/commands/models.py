@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref import models
+from safepref.commands import print_json, print_table
 from safepref.errors import InputError
 
 
@@ -16,29 +17,41 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="models")
 
     @group.command("list")
-    def list_models() -> None:
+    def list_models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
         """List bundled models with their role, size and whether they are prepared."""
-        table = Table("name", "role", "parameters", "package", "prepared")
-        for m in models.REGISTRY.values():
-            prepared = "n/a" if m.kind != "gguf" else ("yes" if models.is_prepared(m.name) else "no")
-            table.add_row(m.name, m.role, m.parameters, m.package, prepared)
-        Console().print(table)
+        rows = [{"name": m.name, "model": m.description, "role": m.role, "parameters": m.parameters,
+                 "package": m.package, "prepared": None if m.kind != "gguf" else models.is_prepared(m.name)}
+                for m in models.REGISTRY.values()]
+        if as_json:
+            print_json({"models": rows})
+            return
+        table = Table("name", "model", "role", "parameters", "package", "prepared")
+        for row in rows:
+            prepared = "n/a" if row["prepared"] is None else ("yes" if row["prepared"] else "no")
+            table.add_row(row["name"], row["model"], row["role"], row["parameters"], row["package"], prepared)
+        print_table(table)
 
     @group.command("verify")
-    def verify(names: list[str] = typer.Argument(None, help="Models to check (default: all).")) -> None:
+    def verify(names: list[str] = typer.Argument(None, help="Models to check (default: all)."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
         """Check every bundled file's sha256; exit 2 naming the first missing or mismatched file."""
-        names = names or list(models.REGISTRY)
-        table = Table("name", "role", "parameters", "file", "sha256")
-        failures = []
-        for name in names:
+        rows, failures = [], []
+        for name in names or list(models.REGISTRY):
             m = models.get_bundled(name)
+            row = {"name": m.name, "role": m.role, "parameters": m.parameters}
             try:
-                path = models.verify_model(name)
-                table.add_row(m.name, m.role, m.parameters, path.name, "[green]ok[/]")
+                rows.append({**row, "file": models.verify_model(name).name, "ok": True, "error": None})
             except InputError as error:
-                table.add_row(m.name, m.role, m.parameters, error.path or "-", "[red]failed[/]")
+                rows.append({**row, "file": error.path, "ok": False, "error": str(error)})
                 failures.append(error)
-        Console().print(table)
+        if as_json:
+            print_json({"models": rows, "ok": not failures})
+        else:
+            table = Table("name", "role", "parameters", "file", "sha256")
+            for row in rows:
+                table.add_row(row["name"], row["role"], row["parameters"], row["file"] or "-",
+                              "[green]ok[/]" if row["ok"] else "[red]failed[/]")
+            print_table(table)
         if failures:
             raise failures[0]
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from safepref.commands import print_table
 from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import InputError
 
@@ -17,8 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("score")
     def score(
         responses: list[Path] = typer.Option(..., "--responses", help="Response JSONL file(s) from `safepref generate`."),
-        reward_model: str = typer.Option("minilm-bt", "--reward-model",
-                                         help="minilm-bt (offline default), or a HF sequence-classification reward "
+        reward_model: str = typer.Option("safety-bt", "--reward-model",
+                                         help="safety-bt (offline default), minilm-bt, a file from `reward-model "
+                                              "train`, or a HF sequence-classification reward "
                                               "model id/folder, e.g. OpenAssistant/reward-model-deberta-v3-large-v2."),
         out: Path = typer.Option(..., "--out", help="Scores JSONL (appended to; a rerun resumes)."),
         batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -59,6 +61,7 @@ def register(app: typer.Typer) -> None:
         """Build preference pairs from cached responses by a recipe (nothing is generated)."""
         from safepref.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path, write_pairs
         from safepref.io import read_records
+        from safepref.pair_diagnostics import diagnostics_line, pair_diagnostics
         from safepref.recipes import load_recipe
         from safepref.records import Score
 
@@ -71,14 +74,17 @@ def register(app: typer.Typer) -> None:
         pairs = build_pairs(parsed, rows, score_rows, target, config, summary=summary)
         if not pairs:
             raise InputError(f"recipe '{parsed.name}' built no pairs ({summary.model_dump_json()})")
+        summary.diagnostics = pair_diagnostics(pairs)
         write_pairs(pairs, out, summary, [*responses, *(scores or [])])
         if as_json:
             print(json.dumps({**summary.model_dump(), "out": str(out)}))
         else:
-            Console(stderr=True).print(
+            console = Console(stderr=True)
+            console.print(
                 f"{summary.pairs} pairs ({parsed.name}) -> {out}; dropped {summary.dropped_identical} identical, "
                 f"{summary.dropped_empty} empty; skipped {summary.skipped_missing_source} lacking a source "
                 f"(summary: {summary_path(out)})", highlight=False)
+            console.print(f"pairs: {diagnostics_line(summary.diagnostics)}", highlight=False)
 
     @app.command("recipes")
     def recipes(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -95,46 +101,81 @@ def register(app: typer.Typer) -> None:
             table.add_row(r.name, f"{r.chosen.select} of {'+'.join(r.chosen.sources)}",
                           f"{r.rejected.select} of {'+'.join(r.rejected.sources)}", r.pairing,
                           "yes" if r.needs_scores else "no", r.description)
-        Console().print(table)
+        print_table(table)
 
-    group = typer.Typer(help="The offline reward model (minilm-bt): held-out accuracy, retraining.",
+    group = typer.Typer(help="The offline reward models (safety-bt, minilm-bt): held-out accuracy, retraining.",
                         no_args_is_help=True)
     app.add_typer(group, name="reward-model")
 
     @group.command("eval")
     def rm_eval(
-        weights: Path = typer.Option(None, "--weights", help="Weights file (default: the bundled minilm-bt)."),
+        model: str = typer.Option("safety-bt", "--model", help="safety-bt or minilm-bt."),
+        weights: Path = typer.Option(None, "--weights",
+                                     help="A file from `reward-model train` (.joblib: safety-bt, .safetensors: "
+                                          "minilm-bt) instead of --model."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Pairwise accuracy on held-out preference pairs (prompts never seen in training), with n and 95% CI."""
-        from safepref.reward_model import EMBEDDING_RM, evaluate_embedding_rm, load_reward_model
+        from safepref.reward_model import REGISTRY_REWARD_MODELS, evaluate_embedding_rm, load_reward_model
+        from safepref.safety_rm import SafetyRewardModel, evaluate_safety_rm
 
-        model = load_reward_model(str(weights) if weights else EMBEDDING_RM)
-        result = evaluate_embedding_rm(model)
-        _print_accuracy(result, as_json)
+        if weights is None and model not in REGISTRY_REWARD_MODELS:
+            raise InputError(f"unknown reward model '{model}' (known: {', '.join(REGISTRY_REWARD_MODELS)})",
+                             field="--model")
+        if weights is not None and not weights.is_file():
+            raise InputError("reward model file not found", path=weights)
+        loaded = load_reward_model(str(weights) if weights else model)
+        evaluate = evaluate_safety_rm if isinstance(loaded, SafetyRewardModel) else evaluate_embedding_rm
+        _print_accuracy(evaluate(loaded), as_json)
 
     @group.command("train")
     def rm_train(
-        out: Path = typer.Option(None, "--out", help="Where to save the weights (default: the bundled file)."),
-        seed: int = typer.Option(0, "--seed"),
-        datasets: str = typer.Option("hh-harmless", "--datasets", help="Bundled preference datasets to train on."),
+        kind: str = typer.Option("safety-bt", "--kind", help="safety-bt or minilm-bt."),
+        out: Path = typer.Option(None, "--out",
+                                 help="Folder to write the model into (default: $SAFEPREF_HOME/reward_models); "
+                                      "load it with --reward-model/--weights <folder>/<kind>.joblib|.safetensors."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the prompt split (and minilm-bt's head)."),
+        datasets: str = typer.Option(None, "--datasets",
+                                     help="Bundled preference datasets to train on (default: hh-harmless,saferlhf "
+                                          "for safety-bt, hh-harmless for minilm-bt)."),
         features: str = typer.Option("response,prompt_x_response", "--features",
-                                     help="Comma-separated: response, prompt_x_response, joint."),
-        hidden: int = typer.Option(0, "--hidden", min=0, help="0 = linear BT head; >0 = one hidden layer."),
+                                     help="minilm-bt only. Comma-separated: response, prompt_x_response, joint."),
+        hidden: int = typer.Option(0, "--hidden", min=0, help="minilm-bt only. 0 = linear BT head; >0 = one hidden "
+                                                              "layer."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Retrain minilm-bt (Bradley-Terry head on frozen MiniLM embeddings) and print its held-out accuracy."""
-        from safepref.data import get_dataset
-        from safepref.reward_model import EMBEDDING_RM, REWARD_MODELS_DIR, EmbeddingRMConfig, train_embedding_rm
+        """Retrain a reward model into a folder you name (never into the installed package); print its held-out
+        accuracy."""
+        from safepref.paths import safepref_home
+        from safepref.reward_model import EMBEDDING_RM, SAFETY_RM, EmbeddingRMConfig, train_embedding_rm
+        from safepref.safety_rm import SafetyRMConfig, train_safety_rm
 
-        names = [d.strip() for d in datasets.split(",") if d.strip()]
-        for name in names:
-            if get_dataset(name).kind != "pairs":
-                raise InputError(f"dataset '{name}' holds {get_dataset(name).kind}, not preference pairs")
-        config = EmbeddingRMConfig(datasets=names, seed=seed, hidden=hidden,
-                                   features=[f.strip() for f in features.split(",") if f.strip()])
-        _, metrics = train_embedding_rm(config, out or REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors")
+        if kind not in (SAFETY_RM, EMBEDDING_RM):
+            raise InputError(f"unknown reward model kind '{kind}' (known: {SAFETY_RM}, {EMBEDDING_RM})",
+                             field="--kind")
+        names = _pair_datasets(datasets) if datasets else None
+        folder = out if out is not None else safepref_home() / "reward_models"
+        if folder.exists() and not folder.is_dir():
+            raise InputError("--out must be a folder", path=folder)
+        if kind == SAFETY_RM:
+            config = SafetyRMConfig(seed=seed, **({"datasets": names} if names else {}))
+            _, metrics = train_safety_rm(config, folder / f"{SAFETY_RM}.joblib")
+        else:
+            config = EmbeddingRMConfig(datasets=names or ["hh-harmless"], seed=seed, hidden=hidden,
+                                       features=[f.strip() for f in features.split(",") if f.strip()])
+            _, metrics = train_embedding_rm(config, folder / f"{EMBEDDING_RM}.safetensors")
         _print_accuracy(metrics, as_json)
+
+
+def _pair_datasets(text: str) -> list[str]:
+    from safepref.data import get_dataset
+
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    for name in names:
+        if get_dataset(name).kind != "pairs":
+            raise InputError(f"dataset '{name}' holds {get_dataset(name).kind}, not preference pairs",
+                             field="--datasets")
+    return names
 
 
 def _print_accuracy(result: dict, as_json: bool) -> None:
@@ -147,4 +188,4 @@ def _print_accuracy(result: dict, as_json: bool) -> None:
         table.add_row(name, f"{rate['rate']:.3f}", str(rate["n"]), f"{low:.3f}-{high:.3f}")
     Console().print(f"reward model {result['reward_model']} (split seed {result['split_seed']}, "
                     f"{result['held_out_fraction']:.0%} of prompts held out)")
-    Console().print(table)
+    print_table(table)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def judge(
         input_path: str = typer.Option(..., "--in", help="JSONL/CSV with prompt, response (label optional), "
                                                           "or a bundled labelled dataset name (gptfuzz-eval)."),
-        judge_name: str = typer.Option(..., "--judge", help="keyword | classifier | llm | refusal"),
+        judge_name: str = typer.Option(..., "--judge", help="harm | keyword | classifier | llm | refusal"),
         judge_model: str = typer.Option(None, "--judge-model", help="llm judge: openai:<model>"),
         base_url: str = typer.Option(None, "--base-url", help="llm judge endpoint (default $OPENAI_BASE_URL)"),
         out: Path = typer.Option(None, "--out", help="write one verdict per row here (JSONL)"),
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="registry name, HF folder/id, or openai:<model>"),
         suite: str = typer.Option("advbench", "--suite", help="advbench | xstest | path.csv:column"),
         attack: str = typer.Option("none", "--attack", help="comma-separated attacks (see registry/attacks.yaml)"),
-        judge_names: str = typer.Option("keyword,classifier", "--judge", help="comma-separated judges"),
+        judge_names: str = typer.Option("harm,keyword", "--judge", help="comma-separated judges"),
         out: Path = typer.Option(..., "--out", help="run folder (resumable)"),
         limit: int = typer.Option(None, "--limit", help="first N prompts of the suite (advbench default: 100)"),
         max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="greedy answer length"),
@@ -54,10 +54,16 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Answer a jailbreak suite under attacks (greedy), judge every answer, report ASR with 95% CIs."""
+        from pydantic import ValidationError
+
+        from safepref.errors import input_error_from
         from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
 
-        config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,
-                                  base_url=base_url, backend=backend, device=check_device(device),
-                                  dtype=check_dtype(dtype))
+        try:
+            config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,
+                                      base_url=base_url, backend=backend, device=check_device(device),
+                                      dtype=check_dtype(dtype))
+        except ValidationError as error:
+            raise input_error_from(error) from None
         _print(evaluate_safety(model, config, out), as_json)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from safepref.device import DEVICE_HELP, check_device
-from safepref.errors import InputError
+from safepref.errors import InputError, input_error_from
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         group_by_length: bool = typer.Option(True, help="Batch pairs of similar length together."),
         save_steps: int = typer.Option(50, help="Checkpoint every N steps (an interrupted run resumes from it)."),
         keep_checkpoints: bool = typer.Option(False, help="Keep checkpoint folders after a finished run."),
+        weighting: str = typer.Option("none", help="Pair weighting: none, or wpo (WPO: off-policy pairs count less)."),
+        ld_alpha: float = typer.Option(None, "--ld-alpha", help="LD-DPO length desensitisation in [0, 1] (none: off)."),
         force: bool = typer.Option(False, "--force", help="Retrain even if OUT holds a finished run."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Under accelerate launch, accelerate "
@@ -67,11 +69,10 @@ def register(app: typer.Typer) -> None:
                 grad_accum=grad_accum, max_length=max_length, seed=seed, bf16=bf16,
                 gradient_checkpointing=gradient_checkpointing,
                 precompute_ref_log_probs=precompute_ref, group_by_length=group_by_length, save_steps=save_steps,
-                keep_checkpoints=keep_checkpoints,
+                keep_checkpoints=keep_checkpoints, weighting=weighting, ld_alpha=ld_alpha,
             )
         except ValidationError as error:
-            first = error.errors()[0]
-            raise InputError(first["msg"], field=".".join(str(p) for p in first["loc"])) from None
+            raise input_error_from(error) from None
         result = train_dpo(model, pairs, out, config, force=force, device=check_device(device))
         _report(result, out, as_json)
 
@@ -83,11 +84,12 @@ def _config_from_file(path: Path):
         values = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"cannot read training settings: {error}", path=path) from None
+    if not isinstance(values, dict):
+        raise InputError("training settings must be a JSON object", path=path)
     try:
         return DPOTrainingConfig(**values)
-    except (ValidationError, TypeError) as error:
-        first = error.errors()[0] if isinstance(error, ValidationError) else {"msg": str(error), "loc": ()}
-        raise InputError(first["msg"], path=path, field=".".join(str(p) for p in first["loc"])) from None
+    except ValidationError as error:
+        raise input_error_from(error, path=path) from None
 
 
 def _report(result, out: Path, as_json: bool) -> None:

@@ -2,10 +2,12 @@
 
 | name | label 1 means | how |
 |---|---|---|
+| harm | harmful help | a head trained here on human labels reads request and answer (card: heads/MODEL_CARD_harm.md) |
 | keyword | jailbroken | no phrase of the official More-is-Less / GCG refusal list occurs (the paper's keyword ASR) |
 | classifier | harmful | a harmfulness classifier trained here on GPTFuzz's labelled responses (offline) |
 | llm | harmful | Qi et al. 2023's 1-5 rubric through an OpenAI-compatible endpoint; label 1 = score 5 |
-| refusal | refusal | XSTest's refusal prefixes plus early refusal expressions (for over-refusal) |
+| refusal | refusal | a head trained here on XSTest's human labels, OR the rules below (card: heads/MODEL_CARD_refusal.md) |
+| refusal-rules | refusal | XSTest's refusal prefixes plus early refusal expressions |
 
 ``run_judge`` is the entry of ``safepref judge``: read rows, judge, summarise (rate with a Wilson interval, and
 agreement with the rows' own labels when they have them).
@@ -53,9 +55,21 @@ def _classifier(**_: Any) -> Judge:
 
 
 def _refusal(**_: Any) -> Judge:
+    from safepref.judges.head import TrainedJudge
+
+    return TrainedJudge("refusal")
+
+
+def _refusal_rules(**_: Any) -> Judge:
     from safepref.judges.refusal import RefusalJudge
 
     return RefusalJudge()
+
+
+def _harm(**_: Any) -> Judge:
+    from safepref.judges.head import TrainedJudge
+
+    return TrainedJudge("harm")
 
 
 def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) -> Judge:
@@ -66,9 +80,9 @@ def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) 
     return LLMJudge(LLMJudgeConfig(judge_model=judge_model, base_url=base_url))
 
 
-JUDGES: dict[str, Callable[..., Judge]] = {"keyword": _keyword, "classifier": _classifier, "llm": _llm,
-                                           "refusal": _refusal}
-OFFLINE_JUDGES = ("keyword", "classifier", "refusal")
+JUDGES: dict[str, Callable[..., Judge]] = {"harm": _harm, "keyword": _keyword, "classifier": _classifier,
+                                           "llm": _llm, "refusal": _refusal, "refusal-rules": _refusal_rules}
+OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules")
 
 
 def get_judge(name: str, **options: Any) -> Judge:
@@ -158,3 +172,30 @@ def run_judge(source: str, judge_name: str, out: str | Path | None = None, **opt
         write_jsonl_atomic(out, verdicts)
     return {"judge": judge.name, "input": str(source), "input_key": fingerprint([r.id for r in rows]),
             **summarize_verdicts(verdicts)}
+
+
+# ---------------------------------------------------------------------------------------------- measured agreement
+
+
+def measured_agreement(name: str) -> dict[str, Any] | None:
+    """How far the judge agrees with human labels on data it never trained on: ``agreement``, ``n``, ``kappa``
+    and ``on`` (where measured). From the trained head's card (harm, refusal), else from
+    ``registry/judge_agreement.yaml``; None when never measured (llm: depends on the endpoint)."""
+    from importlib import resources
+
+    import yaml
+
+    from safepref.judges.head import shipped_card
+
+    summary = shipped_card(name).get("summary") if name in ("harm", "refusal") else None
+    if summary:
+        return {"agreement": summary["pooled_agreement"], "n": summary["n"], "kappa": summary["mean_fold_kappa"],
+                "on": "leave-one-source-out, pooled over the held-out sources"}
+    text = (resources.files("safepref") / "registry" / "judge_agreement.yaml").read_text(encoding="utf-8")
+    return (yaml.safe_load(text) or {}).get(name)
+
+
+def agreement_note(name: str) -> str:
+    """`` (human agreement 0.91)`` for a report's column or cell, or an empty string."""
+    measured = measured_agreement(name)
+    return f" (human agreement {measured['agreement']:.2f})" if measured else ""

@@ -1,0 +1,40 @@
+"""``safepref judge-train``: train a judge head (harm, refusal) with leave-one-source-out validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("judge-train")
+    def judge_train(
+        judge: str = typer.Argument(..., help="harm | refusal"),
+        out: Path = typer.Option(None, "--out", help="folder for <judge>.npz, .json and MODEL_CARD_<judge>.md "
+                                                     "(default: the package's judges/heads, replacing the shipped head)"),
+        folds: bool = typer.Option(True, "--folds/--no-folds", help="validate leave-one-source-out first"),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the card)"),
+    ) -> None:
+        """Train the judge on the bundled human-labelled responses; report agreement on each held-out source."""
+        from safepref.judges.card import write_model_card
+        from safepref.judges.head import shipped_head_path
+        from safepref.judges.training import JudgeTrainingConfig, labelled_examples, train_judge
+
+        labelled_examples(judge)  # an unknown judge fails before any work
+        out_dir = out or shipped_head_path(judge).parent
+        card = train_judge(JudgeTrainingConfig(judge=judge, seed=seed), out_dir, folds=folds)
+        write_model_card(card, out_dir)
+        if as_json:
+            print(json.dumps(card, ensure_ascii=False))
+            return
+        console = Console()
+        for fold in card["leave_one_source_out"]:
+            console.print(f"held out {fold['held_out']}: n={fold['n']} agreement={fold['agreement']} "
+                          f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}",
+                          highlight=False)
+        console.print(f"summary: {card['summary']}", highlight=False)
+        console.print(f"wrote {card['head']}", highlight=False)

@@ -1,0 +1,160 @@
+"""Features that the trained judges (``harm``, ``refusal``) read from a (request, answer) pair.
+
+- ``text``: hashed TF-IDF of the answer's opening (word 1-2-grams and character 2-5-grams; hashing needs no
+  vocabulary, so the shipped head is a few arrays, and the IDF weights travel with it);
+- ``dense``: the frozen MiniLM sentence embedding of the request ``p``; the static embedding ``s(r)`` of the
+  answer (the mean of MiniLM's input word-piece vectors, no transformer pass); the product ``s(p)*s(r)`` (does
+  the answer stay on this request's topic?); and two refusal-phrase flags (the paper's keyword list, XSTest's
+  prefixes).
+
+Why the answer gets no contextual pass: on the shared 2 cores a 256-token MiniLM pass ran at ~4 answers/s, far
+below the 20/s a grid needs. Requests are short and repeat across attacks and models, so they get one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from safepref.judges.keyword import first_refusal_phrase
+from safepref.judges.refusal import refusal_reason
+from safepref.paths import safepref_home
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    embed_tokens: int = 64  # word pieces of each request MiniLM reads (speed: see the module docstring)
+    static_tokens: int = 256  # word pieces of each answer whose static vectors are averaged
+    embed_chars: int = 400  # texts are cut to this many characters before tokenising (cheap upper bound)
+    max_chars: int = 1500  # characters of the answer the TF-IDF part reads
+    hash_bits: int = 18  # 2**bits hashed columns for word and for character n-grams each
+    embedder: str = "minilm-l6"
+    request: bool = True  # read the request too (harm); the refusal judge reads the answer alone
+
+
+@cache
+def _vectorizers(hash_bits: int) -> tuple[HashingVectorizer, HashingVectorizer]:
+    common = {"n_features": 2**hash_bits, "alternate_sign": False, "norm": None, "lowercase": True}
+    return (HashingVectorizer(ngram_range=(1, 2), **common),
+            HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common))
+
+
+def hashed_counts(responses: list[str], config: FeatureConfig) -> sp.csr_matrix:
+    """Raw n-gram counts of each answer's opening (TF-IDF weighting is applied by the head, with its IDF)."""
+    texts = [r[: config.max_chars] for r in responses]
+    words, chars = _vectorizers(config.hash_bits)
+    return sp.hstack([words.transform(texts), chars.transform(texts)], format="csr")
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear TF times IDF, rows scaled to unit length (as sklearn's TfidfTransformer(sublinear_tf=True))."""
+    weighted = counts.astype(np.float32)
+    weighted.data = 1.0 + np.log(weighted.data)
+    weighted = weighted.multiply(idf.astype(np.float32)).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted
+
+
+def refusal_flags(responses: list[str]) -> np.ndarray:
+    return np.array([[first_refusal_phrase(r) is not None, refusal_reason(r) is not None] for r in responses],
+                    dtype=np.float32)
+
+
+class Embedder:
+    """MiniLM sentence embeddings of text openings, with an optional on-disk cache (training embeds each text
+    once; judging at run time uses no cache)."""
+
+    def __init__(self, config: FeatureConfig, cache_name: str | None = None) -> None:
+        self.config = config
+        self._model = None
+        self.cache_path = safepref_home() / "judges" / f"{cache_name}.npz" if cache_name else None
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.cache_path is not None and self.cache_path.is_file():
+            with np.load(self.cache_path) as data:
+                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+
+    @property
+    def model(self):
+        if self._model is None:
+            from safepref.models import load_embedder
+
+            self._model = load_embedder(self.config.embedder)
+            self._model.max_seq_length = self.config.embed_tokens
+        return self._model
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def static(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Unit-length mean of MiniLM's input word-piece vectors over each text's first ``static_tokens``
+        pieces: no transformer pass, so whole answers cost little (contextual passes cost ~0.1 s an answer)."""
+        transformer = self.model[0]
+        table = transformer.auto_model.get_input_embeddings().weight.detach().numpy()
+        special = set(transformer.tokenizer.all_special_ids)
+        out = np.zeros((len(texts), table.shape[1]), np.float32)
+        for start in range(0, len(texts), batch_size):
+            batch = [t[: self.config.max_chars] for t in texts[start:start + batch_size]]
+            ids = transformer.tokenizer(batch, truncation=True, max_length=self.config.static_tokens,
+                                        add_special_tokens=False)["input_ids"]
+            for row, pieces in enumerate(ids):
+                pieces = [i for i in pieces if i not in special]
+                if pieces:
+                    vector = table[pieces].mean(axis=0)
+                    out[start + row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return out
+
+    def _key(self, text: str) -> str:
+        cut = text[: self.config.embed_chars]
+        return hashlib.sha1(f"{self.config.embedder}|{self.config.embed_tokens}|{cut}".encode()).hexdigest()
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        todo = {k: t[: self.config.embed_chars] for k, t in zip(keys, texts, strict=True) if k not in self.vectors}
+        if todo:
+            from safepref.progress import progress_bar
+
+            items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch with little padding
+            bar = progress_bar(len(items), desc="embedding", unit="text", disable=not progress)
+            for start in range(0, len(items), batch_size * 8):
+                chunk = items[start:start + batch_size * 8]
+                vectors = self.model.encode([t for _, t in chunk], batch_size=batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False)
+                self.vectors.update(zip([k for k, _ in chunk], vectors, strict=True))
+                self._save()
+                bar.update(len(chunk))
+            bar.close()
+        return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
+
+    def _save(self) -> None:
+        if self.cache_path is None:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_name(f".{self.cache_path.stem}.{os.getpid()}.tmp.npz")
+        keys = list(self.vectors)
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
+        os.replace(tmp, self.cache_path)
+
+
+def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
+                   progress: bool = False) -> np.ndarray:
+    """[p, s(r), s(p)*s(r), refusal flags]: the request's MiniLM embedding, the answer's static embedding, the
+    product of both static embeddings (does the answer stay on this request's topic?), and the phrase flags."""
+    flags = refusal_flags(responses).reshape(len(responses), 2)
+    if not embedder.config.request:
+        r = embedder.static(responses) if responses else np.zeros((0, embedder.dimensions), np.float32)
+        return np.hstack([r, flags]).astype(np.float32)
+    unique_prompts = list(dict.fromkeys(prompts))
+    table = dict(zip(unique_prompts, embedder.encode(unique_prompts, progress=progress), strict=True))
+    static_table = dict(zip(unique_prompts, embedder.static(unique_prompts), strict=True))
+    dims = embedder.dimensions
+    p = np.stack([table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
+    static_p = np.stack([static_table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
+    r = embedder.static(responses) if responses else np.zeros((0, dims), np.float32)
+    return np.hstack([p, r, static_p * r, flags]).astype(np.float32)

@@ -1,0 +1,212 @@
+"""Train a judge head (``harm`` or ``refusal``) and validate it leave-one-source-out (``safepref judge-train``).
+
+Each fold trains on every source but one and reports agreement with the held-out source's human labels; the
+second stage's form (logistic or hidden layer) is chosen by stratified cross-validation inside the training
+sources only, never on the held-out one. The shipped head is then trained on all sources the same way, and its
+card (``heads/<judge>.json`` and ``MODEL_CARD_<judge>.md``) records the folds and the command.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neural_network import MLPClassifier
+
+from safepref.io import file_fingerprint, write_json_atomic
+from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
+from safepref.judges.head import Head, TrainedJudge
+from safepref.judges.training_data import Example, data_files, labelled_sources
+from safepref.stats import agreement
+
+LABELS = {"harm": "harm", "refusal": "refusal"}
+# candidates for the second stage: 0 = logistic regression, >0 = a hidden ReLU layer of that width
+SECOND_STAGE = ({"hidden": 0, "c": 0.5}, {"hidden": 64, "alpha": 1e-2})
+
+
+@dataclass
+class JudgeTrainingConfig:
+    judge: str = "harm"  # harm | refusal
+    features: FeatureConfig | None = None  # None: the judge's default (refusal reads the answer alone)
+    text_c: float = 4.0  # inverse L2 strength of the TF-IDF logistic regression
+    inner_folds: int = 3  # stratified folds inside the training sources, for the second stage's choice
+    max_per_source: int = 3000  # seeded sample of a larger source (bounds embedding time on 2 cores)
+    candidates: tuple[dict, ...] = SECOND_STAGE  # second-stage forms compared by inner cross-validation
+    seed: int = 0
+
+
+    rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
+
+    def __post_init__(self) -> None:
+        if self.rule_union is None:
+            # leave-one-model-out on XSTest the union scored 0.956/0.891/0.911 against the head alone's
+            # 0.942/0.889/0.916, and it keeps short plain refusals ("**No.**") that the head missed
+            self.rule_union = self.judge == "refusal"
+        if self.features is None:
+            # a refusal is in the answer's words; with the request in view, a head trained on three models'
+            # answers to the same 450 XSTest prompts learned which prompts get refused, not what a refusal is
+            self.features = FeatureConfig(request=self.judge != "refusal")
+
+
+@dataclass
+class Matrices:
+    """Features of a set of examples, computed once and sliced per fold."""
+
+    counts: sp.csr_matrix
+    dense: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+
+    def take(self, mask: np.ndarray) -> Matrices:
+        return Matrices(self.counts[mask], self.dense[mask], self.labels[mask], self.sources[mask])
+
+
+def build_matrices(examples: list[Example], config: JudgeTrainingConfig, progress: bool = True) -> Matrices:
+    embedder = Embedder(config.features, cache_name=f"judge-embeddings-{config.features.embedder}")
+    prompts, responses = [e.prompt for e in examples], [e.response for e in examples]
+    return Matrices(counts=hashed_counts(responses, config.features),
+                    dense=dense_features(embedder, prompts, responses, progress=progress),
+                    labels=np.array([getattr(e, LABELS[config.judge]) for e in examples], dtype=int),
+                    sources=np.array([e.source for e in examples]))
+
+
+def _idf(counts: sp.csr_matrix) -> np.ndarray:
+    document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1 + counts.shape[0]) / (1 + document_frequency)) + 1).astype(np.float32)
+
+
+def _text_model(x, y, config: JudgeTrainingConfig) -> LogisticRegression:
+    # liblinear: coordinate descent, many times faster than lbfgs on half a million sparse columns
+    return LogisticRegression(C=config.text_c, solver="liblinear", max_iter=1000, class_weight="balanced",
+                              random_state=config.seed).fit(x, y)
+
+
+def _out_of_fold_text_logits(x, y, config: JudgeTrainingConfig) -> np.ndarray:
+    """Text logits for the training rows from models that did not see them (the second stage must learn how
+    far to trust the text logit on unseen answers, not on memorised ones)."""
+    logits = np.zeros(len(y))
+    for train, test in StratifiedKFold(config.inner_folds, shuffle=True, random_state=config.seed).split(x, y):
+        logits[test] = _text_model(x[train], y[train], config).decision_function(x[test])
+    return logits
+
+
+def _second_stage(candidate: dict, x: np.ndarray, y: np.ndarray, seed: int) -> list[np.ndarray]:
+    if candidate["hidden"] == 0:
+        model = LogisticRegression(C=candidate["c"], max_iter=3000, class_weight="balanced", random_state=seed)
+        model.fit(x, y)
+        return [model.coef_.T.astype(np.float32), model.intercept_.astype(np.float32)]
+    model = MLPClassifier(hidden_layer_sizes=(candidate["hidden"],), alpha=candidate["alpha"], max_iter=200,
+                          early_stopping=True, random_state=seed).fit(x, y)
+    return [w.astype(np.float32) for pair in zip(model.coefs_, model.intercepts_, strict=True) for w in pair]
+
+
+def _choose_second_stage(x: np.ndarray, y: np.ndarray, config: JudgeTrainingConfig) -> tuple[dict, list]:
+    """The candidate with the best mean inner-fold agreement, and each candidate's score."""
+    scores = []
+    splits = list(StratifiedKFold(config.inner_folds, shuffle=True, random_state=config.seed + 1).split(x, y))
+    for candidate in config.candidates:
+        fold_scores = []
+        for train, test in splits:
+            probe = Head(FeatureConfig(), np.zeros(0), np.zeros(0), 0.0, np.zeros(x.shape[1]), np.ones(x.shape[1]),
+                         _second_stage(candidate, x[train], y[train], config.seed))
+            predicted = probe.probability_from(x[test][:, :-1], x[test][:, -1]) >= 0.5
+            fold_scores.append(float(np.mean(predicted == y[test])))
+        scores.append({**candidate, "inner_cv_agreement": round(float(np.mean(fold_scores)), 4)})
+    best = max(range(len(config.candidates)), key=lambda i: scores[i]["inner_cv_agreement"])
+    return config.candidates[best], scores
+
+
+def fit_head(data: Matrices, config: JudgeTrainingConfig) -> tuple[Head, dict]:
+    """Both stages on ``data``; returns the head and how its second stage was chosen."""
+    idf = _idf(data.counts)
+    x_text = tfidf(data.counts, idf)
+    y = data.labels
+    text_logits = _out_of_fold_text_logits(x_text, y, config)
+    stacked = np.hstack([data.dense, text_logits.reshape(-1, 1)])
+    mean, scale = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+    standardised = (stacked - mean) / scale
+    candidate, scores = _choose_second_stage(standardised, y, config)
+    text_model = _text_model(x_text, y, config)
+    head = Head(features=config.features, idf=idf, text_coef=text_model.coef_.ravel().astype(np.float32),
+                text_intercept=float(text_model.intercept_[0]), mean=mean.astype(np.float32),
+                scale=scale.astype(np.float32), weights=_second_stage(candidate, standardised, y, config.seed),
+                rule_union=config.rule_union)
+    return head, {"chosen": candidate, "candidates": scores}
+
+
+def predict(head: Head, data: Matrices) -> np.ndarray:
+    logits = np.asarray(tfidf(data.counts, head.idf) @ head.text_coef).ravel() + head.text_intercept
+    return head.labels_from(data.dense, logits)
+
+
+def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[dict]:
+    """Per source: train on all the others, report agreement with the held-out source's labels."""
+    folds = []
+    for source in dict.fromkeys(data.sources.tolist()):
+        held_out = data.sources == source
+        started = time.perf_counter()
+        head, choice = fit_head(data.take(~held_out), config)
+        test = data.take(held_out)
+        metrics = agreement(test.labels.tolist(), predict(head, test).tolist())
+        folds.append({"held_out": source, **_rounded(metrics), "positives": int(test.labels.sum()),
+                      "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
+    return folds
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def labelled_examples(judge: str, max_per_source: int | None = None, seed: int = 0) -> list[Example]:
+    """The examples that carry this judge's label, in source order; a source larger than ``max_per_source`` is
+    reduced to a seeded random sample of that size."""
+    if judge not in LABELS:
+        from safepref.errors import InputError
+
+        raise InputError(f"no trainable judge '{judge}' (trainable: {', '.join(LABELS)})")
+    examples = []
+    for source, rows in labelled_sources().items():
+        rows = [e for e in rows if getattr(e, LABELS[judge]) is not None]
+        if max_per_source is not None and len(rows) > max_per_source:
+            keep = sorted(random.Random(f"{seed}|{source}").sample(range(len(rows)), max_per_source))
+            rows = [rows[i] for i in keep]
+        examples += rows
+    return examples
+
+
+def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) -> dict:
+    """Validate leave-one-source-out (unless ``folds`` is False), fit on everything, write head and card."""
+    examples = labelled_examples(config.judge, config.max_per_source, config.seed)
+    data = build_matrices(examples, config)
+    fold_metrics = leave_one_source_out(data, config) if folds else []
+    head, choice = fit_head(data, config)
+    head_path = head.save(Path(out_dir) / f"{config.judge}.npz")
+    card = {"judge": config.judge, "config": asdict(config), "second_stage": choice,
+            "data": {name: file_fingerprint(path) for name, path in ((p.name, p) for p in data_files())},
+            "rows": {s: int((data.sources == s).sum()) for s in dict.fromkeys(data.sources.tolist())},
+            "positives": {s: int(data.labels[data.sources == s].sum()) for s in dict.fromkeys(data.sources.tolist())},
+            "leave_one_source_out": fold_metrics, "summary": summarize_folds(fold_metrics),
+            "command": f"safepref judge-train {config.judge}"}
+    write_json_atomic(Path(out_dir) / f"{config.judge}.json", card)
+    return {"head": str(head_path), **card}
+
+
+def summarize_folds(folds: list[dict]) -> dict:
+    """Pooled agreement over every held-out row (each row judged by a head that never saw its source), and the
+    lowest fold's agreement."""
+    if not folds:
+        return {}
+    n = sum(f["n"] for f in folds)
+    pooled = sum(f["agreement"] * f["n"] for f in folds) / n
+    return {"pooled_agreement": round(pooled, 4), "n": n, "min_fold_agreement": min(f["agreement"] for f in folds),
+            "mean_fold_kappa": round(float(np.mean([f["kappa"] for f in folds if f["kappa"] is not None])), 4)}
+
+
+def trained_judge(judge: str, out_dir: Path) -> TrainedJudge:
+    return TrainedJudge(judge, head_path=Path(out_dir) / f"{judge}.npz")
