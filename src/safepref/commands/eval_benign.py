@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                                        "or path[:column]"),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="greedy answer length"),
         batch_size: int = typer.Option(64, "--batch-size"),
-        reward_model: str = typer.Option("minilm-bt", "--reward-model", help="judges model vs reference pairwise"),
+        reward_model: str = typer.Option("safety-bt", "--reward-model", help="judges model vs reference pairwise"),
         safety: list[Path] = typer.Option([], "--safety", help="an eval-safety --out folder of the same model: its "
                                           "answers to harmful prompts are measured too, its XSTest answers reused "
                                           "(repeatable)"),
