@@ -33,7 +33,7 @@ def generate_loop(model, tokenizer, texts: list[str], prompts_per_batch: int, co
     produced = 0
     for start in range(0, len(texts), prompts_per_batch):
         inputs = tokenizer(texts[start:start + prompts_per_batch], return_tensors="pt", padding=True,
-                           add_special_tokens=False)
+                           add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             output = model.generate(**inputs, do_sample=True, max_new_tokens=config.max_new_tokens,
                                     temperature=config.temperature, top_p=config.top_p,
@@ -55,14 +55,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=24, help="SafeRLHF prompts answered by each contender")
     parser.add_argument("--large-batch-generate", action="store_true", help="also time generate on large batches")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (safepref.device)")
+    parser.add_argument("--engine", default="auto", help="safepref's engine: auto, decoder, generate, generate-static")
     args = parser.parse_args()
 
-    config = GenerationConfig()  # the paper's settings and safepref's default batch size
+    # the paper's settings and safepref's default batch size
+    config = GenerationConfig(device=args.device, engine=args.engine)
     prompts = saferlhf_prompts()[:args.prompts]
-    tokenizer, model = models.load_tokenizer(MODEL), models.load_model(MODEL)
+    tokenizer, model = models.load_tokenizer(MODEL), models.load_model(MODEL, device=args.device, dtype="auto")
     texts = [render_prompt(tokenizer, p.text, chat=True) for p in prompts]
     print(f"{len(prompts)} SafeRLHF prompts x {config.num_samples} samples x <= {config.max_new_tokens} new tokens, "
-          f"{MODEL}, torch threads {torch.get_num_threads()}", flush=True)
+          f"{MODEL} on {model.device} ({model.dtype}), torch threads {torch.get_num_threads()}", flush=True)
 
     results = {}
     torch.manual_seed(0)
@@ -77,7 +80,7 @@ def main() -> None:
     def safepref_generate() -> int:
         # The model is loaded above already: hand that one to the stage so its timing is generation only.
         original = models.load_model
-        models.load_model = lambda name: model
+        models.load_model = lambda name, **_: model
         try:
             with tempfile.TemporaryDirectory() as folder:
                 rows = generate_responses(prompts, MODEL, Path(folder) / "responses.jsonl", config)

@@ -84,6 +84,10 @@ class AuditConfig:
     """Accuracy above the shuffled-label control from which the shortcut risk is called high."""
     moderate_risk_margin: float = 0.15
     """Accuracy above the control from which the shortcut risk is called moderate (below: low)."""
+    device: str = "auto"
+    """Where hidden-state and embedding models run: auto | cpu | cuda | cuda:N (safepref.device)."""
+    dtype: str = "auto"
+    """Precision of the hidden-state model: auto (the device policy) | float32 | bfloat16 | float16."""
     cache_dir: str | None = None
     """Feature cache folder (default ``$SAFEPREF_HOME/cache/audit``); features are keyed by spec and texts."""
 
@@ -201,12 +205,12 @@ def shallow_features(texts: list[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- model features
 
 
-def embedding_features(texts: list[str], model_name: str, batch_size: int) -> np.ndarray:
+def embedding_features(texts: list[str], model_name: str, batch_size: int, device: str = "cpu") -> np.ndarray:
     """Sentence embeddings of each response alone (the style a reader sees, without the prompt)."""
     from safepref.models import load_embedder
 
     try:
-        embedder = load_embedder(model_name)
+        embedder = load_embedder(model_name, device=device)
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load embedding model '{model_name}': {str(error).splitlines()[0]}") from None
     chunks = []
@@ -241,7 +245,7 @@ def response_token_mask(tokenizer: Any, prompt: list[Message], response: str, ma
 
 
 def hidden_state_features(items: list[tuple[list[Message], str]], model_name: str, layer: int, batch_size: int,
-                          max_length: int) -> np.ndarray:
+                          max_length: int, device: str = "cpu", dtype: str | None = None) -> np.ndarray:
     """Mean hidden state over each response's tokens at ``layer``, given its prompt through the chat template."""
     import torch
 
@@ -249,7 +253,7 @@ def hidden_state_features(items: list[tuple[list[Message], str]], model_name: st
 
     tokenizer = load_tokenizer(model_name)
     tokenizer.truncation_side = "left"  # keep the answer, drop the oldest prompt tokens
-    model = load_model(model_name)
+    model = load_model(model_name, device=device, dtype=dtype)
     n_states = model.config.num_hidden_layers + 1
     if not -n_states <= layer < n_states:
         raise InputError(f"layer {layer} out of range for '{model_name}' ({n_states} hidden states: "
@@ -272,9 +276,10 @@ def hidden_state_features(items: list[tuple[list[Message], str]], model_name: st
                 ids[row, : len(token_ids)] = torch.tensor(token_ids)
                 attention[row, : len(token_ids)] = 1
                 pool[row, : len(token_ids)] = torch.tensor(in_response, dtype=torch.float32)
+            ids, attention, pool = ids.to(model.device), attention.to(model.device), pool.to(model.device)
             states = backbone(input_ids=ids, attention_mask=attention, output_hidden_states=True).hidden_states[layer]
-            pooled = (states * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)
-            features[batch] = pooled.double().numpy()
+            pooled = (states.float() * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)
+            features[batch] = pooled.double().cpu().numpy()
             bar.update(len(batch))
     return features
 
@@ -292,13 +297,24 @@ def _model_identity(model_name: str) -> Any:
                                           if p.is_file())
 
 
+def _precision_key(model_name: str, config: AuditConfig) -> list[str]:
+    """Hidden states in half precision differ from float32 ones: a non-float32 choice is part of the cache key (and
+    float32, the CPU's, adds nothing, so existing keys stay)."""
+    from safepref.models import placement_for, resolve_model_path
+
+    if config.dtype == "float32" or (config.dtype == "auto" and config.device == "cpu"):
+        return []
+    name = placement_for(resolve_model_path(model_name), config.device, config.dtype).dtype_name
+    return [] if name == "float32" else [name]
+
+
 def compute_features(spec: str, pairs: list[Pair], config: AuditConfig) -> np.ndarray:
     """Feature matrix for one spec, rows ordered chosen_0, rejected_0, chosen_1, ... (cached by spec and texts)."""
     responses = [text for p in pairs for text in (p.chosen_text, p.rejected_text)]
     kind = spec.split(":", 1)[0]
     if kind == "hidden":
         model_name, layer = _hidden_spec(spec)
-        identity = (_model_identity(model_name), layer, config.max_length)
+        identity = (_model_identity(model_name), layer, config.max_length, *_precision_key(model_name, config))
         texts_key = [[m.model_dump() for m in p.prompt] for p in pairs], responses
     elif kind == "embed":
         model_name = spec.split(":", 1)[1] if ":" in spec else "minilm-l6"
@@ -311,9 +327,10 @@ def compute_features(spec: str, pairs: list[Pair], config: AuditConfig) -> np.nd
         return np.load(cache_file)
     if kind == "hidden":
         items = [(p.prompt, text) for p in pairs for text in (p.chosen_text, p.rejected_text)]
-        matrix = hidden_state_features(items, model_name, layer, config.batch_size, config.max_length)
+        matrix = hidden_state_features(items, model_name, layer, config.batch_size, config.max_length,
+                                       device=config.device, dtype=config.dtype)
     elif kind == "embed":
-        matrix = embedding_features(responses, model_name, config.batch_size * 4)
+        matrix = embedding_features(responses, model_name, config.batch_size * 4, device=config.device)
     else:
         matrix = shallow_features(responses)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,10 @@ class DebiasConfig:
     """filter: k of the cross-validation grouped by prompt (as the audit)."""
     seed: int = 0
     """filter: seed of the fold assignment; rewrite: seed recorded with the (greedy) generation."""
+    device: str = "auto"
+    """rewrite: where the target runs (safepref.device); provenance, not part of a key."""
+    dtype: str = "auto"
+    """rewrite: the target's precision (auto: the device policy)."""
 
 
 def summary_path(out: str | Path) -> Path:
@@ -127,6 +131,7 @@ def rewrite_pairs(pairs: list[Pair], config: DebiasConfig, log_path: Path) -> tu
     requests = {p.id: rewrite_request(p, config) for p in external}
     unique = list({r.id: r for r in requests.values()}.values())
     generation = GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, seed=config.seed,
+                                  device=config.device, dtype=config.dtype,
                                   **({"batch_size": config.batch_size} if config.batch_size else {}))
     rewritten = {r.prompt_id: r.text.strip() for r in generate_responses(unique, target, log_path, generation)} \
         if unique else {}

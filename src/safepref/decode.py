@@ -10,6 +10,10 @@ Sampling is transformers' own: the logits processors ``generate`` builds for the
 multinomial draw. Each row draws from its own random generator seeded by (seed, prompt, sample index), so a
 row's answer does not depend on which other rows share its batch (a resumed run draws the same answers).
 
+Device: every tensor (tokens, masks, indices, each row's random generator) is created on the model's device, so
+the same loop runs on the CPU and on CUDA (on CUDA the draws differ from the CPU's: each device has its own
+generator algorithm).
+
 Layout: all rows are right-aligned on one column axis (left padding), as in ``generate``. ``tokens`` and
 ``mask`` hold every row's prompt + generated tokens; the KV cache covers all columns but the last, whose token
 is the next step's input.
@@ -31,6 +35,8 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from safepref.device import model_device
 
 
 @dataclass(frozen=True)
@@ -116,21 +122,28 @@ def _take_groups(waiting: list[list[DecodeRequest]], free: int) -> list[list[Dec
 
 def _prefill(model, groups: list[list[DecodeRequest]], settings: SamplingSettings, pad_id: int) -> _Batch:
     """Run each distinct prompt once, copy its cache to its k rows, and draw every row's first token."""
+    device = model_device(model)
     prompts = [group[0].prompt_ids for group in groups]
     width = max(len(ids) for ids in prompts)
-    tokens = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts])
-    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(ids) for ids in prompts])[:, None]).long()
+    tokens = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts], device=device)
+    starts = torch.tensor([width - len(ids) for ids in prompts], device=device)
+    mask = (torch.arange(width, device=device)[None, :] >= starts[:, None]).long()
     cache = DynamicCache()
     logits = model(input_ids=tokens, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1, :]
-    copies = torch.tensor([len(group) for group in groups])
+    copies = torch.tensor([len(group) for group in groups], device=device)
     for layer in cache.layers:  # the k rows of a prompt share its prompt cache
         layer.keys = layer.keys.repeat_interleave(copies, dim=0)
         layer.values = layer.values.repeat_interleave(copies, dim=0)
-    rows = [_Row(request, torch.Generator().manual_seed(request.seed)) for group in groups for request in group]
+    rows = [_Row(request, row_generator(request.seed, device)) for group in groups for request in group]
     batch = _Batch(rows, tokens.repeat_interleave(copies, dim=0), mask.repeat_interleave(copies, dim=0), cache)
     _append(batch, _choose(batch, logits.repeat_interleave(copies, dim=0), settings))
     return batch
+
+
+def row_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A row's own random generator, on the device its probabilities are on (multinomial requires that)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -192,7 +205,7 @@ def _retire_finished(batch: _Batch | None, max_new_tokens: int, stop_ids: set[in
     keep = [i for i, is_done in enumerate(done) if not is_done]
     if not keep:
         return None, finished
-    index = torch.tensor(keep)
+    index = torch.tensor(keep, device=batch.tokens.device)
     batch.rows = [batch.rows[i] for i in keep]
     batch.tokens, batch.mask = batch.tokens[index], batch.mask[index]
     # Columns that are padding in every remaining row (a long row just left) are dropped too.
@@ -222,3 +235,52 @@ def _merge(batch: _Batch | None, new: _Batch, pad_id: int) -> _Batch:
         layer.values = torch.cat([layer.values, new_layer.values])
     return _Batch(batch.rows + new.rows, torch.cat([batch.tokens, new.tokens]), torch.cat([batch.mask, new.mask]),
                   batch.cache)
+
+
+# ---------------------------------------------------------------------------------------------- model.generate
+
+
+def generate_rows(model, requests: Sequence[DecodeRequest], settings: SamplingSettings, *, batch_size: int,
+                  stop_ids: set[int], pad_id: int, static_cache: bool = False
+                  ) -> Iterator[tuple[DecodeRequest, list[int]]]:
+    """The other engine: transformers' ``model.generate`` on batches of ``batch_size`` rows (whole prompt groups).
+
+    Same contract as :func:`decode`. Differences: a batch runs until its longest row ends, the prompt is prefilled
+    once per row, and sampling draws from torch's global generator seeded by the batch's first row, so a row's
+    answer depends on its batch (still reproducible for the same prompts, settings and batch size).
+    ``static_cache`` asks for a static KV cache (on CUDA, transformers then compiles the forward pass).
+    """
+    waiting = _group_by_prompt(requests)
+    device = model_device(model)
+    with torch.inference_mode():
+        while waiting:
+            rows = [request for group in _take_groups(waiting, batch_size) for request in group]
+            width = max(len(r.prompt_ids) for r in rows)
+            tokens = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
+                                device=device)
+            torch.manual_seed(rows[0].seed)
+            output = model.generate(input_ids=tokens, attention_mask=mask, pad_token_id=pad_id,
+                                    eos_token_id=sorted(stop_ids), **_generate_kwargs(settings, static_cache))
+            for request, row in zip(rows, output[:, width:].tolist(), strict=True):
+                yield request, _until_stop(row, stop_ids)
+
+
+def _generate_kwargs(settings: SamplingSettings, static_cache: bool) -> dict:
+    """``generate`` arguments for these settings (greedy passes no sampling ones, so generate does not warn)."""
+    kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "do_sample": not settings.greedy}
+    if static_cache:
+        kwargs["cache_implementation"] = "static"
+    if not settings.greedy:
+        kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                      repetition_penalty=settings.repetition_penalty,
+                      no_repeat_ngram_size=settings.no_repeat_ngram_size)
+    return kwargs
+
+
+def _until_stop(row: list[int], stop_ids: set[int]) -> list[int]:
+    """Generated ids up to and including the first stop token (what follows is padding)."""
+    for position, token in enumerate(row):
+        if token in stop_ids:
+            return row[:position + 1]
+    return row

@@ -52,6 +52,12 @@ class BenignEvalConfig(BaseModel):
                                                     "default: the model a trained folder was trained from, else "
                                                     "the model itself")
     reward_model: str = Field("safety-bt", description="judges the pairwise comparison")
+    device: str = Field("auto", description="where the models answer and score: auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="precision: auto (the device policy) | float32 | bfloat16 | float16")
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings a result key covers: where it ran is provenance, not one of them."""
+        return self.model_dump(mode="json", exclude={"device", "dtype"})
 
 
 def make_config(**values: Any) -> BenignEvalConfig:
@@ -100,7 +106,8 @@ def benign_prompts(config: BenignEvalConfig) -> list[Prompt]:
 def _generation(config: BenignEvalConfig):
     from safepref.generate import GenerationConfig
 
-    return GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    return GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                            device=config.device, dtype=config.dtype)
 
 
 def answers_path(model: str, config: BenignEvalConfig, answers_dir: Path) -> Path:
@@ -108,8 +115,9 @@ def answers_path(model: str, config: BenignEvalConfig, answers_dir: Path) -> Pat
     return answers_dir / f"answers-{slug(models.model_label(model))}-{key}.jsonl"
 
 
-def reusable_answers(prompts: list[Prompt], model: str, settings: dict[str, Any], files: list[Path]) -> list[Response]:
-    """Greedy answers of ``model`` with the same decoding settings to the same prompt texts, from other stages'
+def reusable_answers(prompts: list[Prompt], model: str, identity: dict[str, Any], files: list[Path]) -> list[Response]:
+    """Greedy answers of ``model`` made with the same weights and decoding settings (``identity``, see
+    ``generate.answer_identity``; where they ran does not matter) to the same prompt texts, from other stages'
     response files (eval-safety's), renamed to the benign prompt ids."""
     by_text = {p.text: p for p in prompts}
     found: dict[str, Response] = {}
@@ -117,21 +125,37 @@ def reusable_answers(prompts: list[Prompt], model: str, settings: dict[str, Any]
         for _, row in iter_jsonl(path):
             prompt = by_text.get(row.get("prompt"))
             if prompt and row.get("source") == model and row.get("sample_index") == GREEDY_INDEX \
-                    and row.get("generation") == settings and prompt.id not in found:
+                    and _made_with(row, identity) and prompt.id not in found:
                 found[prompt.id] = Response.model_validate({**row, "prompt_id": prompt.id})
     return list(found.values())
+
+
+def _made_with(row: dict[str, Any], identity: dict[str, Any]) -> bool:
+    made = row.get("generation") or {}
+    return all(made.get(key) == value for key, value in identity.items())
+
+
+def safety_answer_files(safety_dir: Path) -> list[Path]:
+    """An eval-safety folder's answers without attack: the file its summary names (a runner keeps answers in a
+    shared folder), else the ``responses-none-*`` files inside it."""
+    summary_path = safety_dir / "summary.json"
+    if summary_path.is_file():
+        named = json.loads(summary_path.read_text(encoding="utf-8")).get("answers", {}).get("none")
+        if named and Path(named).is_file():
+            return [Path(named)]
+    return sorted(safety_dir.glob("responses-none-*.jsonl"))
 
 
 def model_answers(model: str, prompts: list[Prompt], config: BenignEvalConfig, answers_dir: Path,
                   reuse_files: list[Path]) -> tuple[list[Response], Path]:
     """Greedy answers of ``model`` to ``prompts``: reused where another stage made them, otherwise generated."""
-    from safepref.generate import generate_responses
+    from safepref.generate import answer_identity, generate_responses
 
     path = answers_path(model, config, answers_dir)
     generation = _generation(config)
     log = AppendLog(path, key_of=lambda row: response_id(row["prompt_id"], row["source"], row["sample_index"]))
     log.append(reusable_answers([p for p in prompts if response_id(p.id, model, GREEDY_INDEX) not in log.done],
-                                model, generation.settings(), reuse_files))
+                                model, answer_identity(model, generation), reuse_files))
     responses = generate_responses(prompts, model, path, generation)
     order = {p.id: i for i, p in enumerate(prompts)}
     return sorted(responses, key=lambda r: order[r.prompt_id]), path
@@ -182,10 +206,11 @@ def win_rate(scores: dict[str, float], reference_scores: dict[str, float], same_
             "ci95": list(interval) if interval else None}
 
 
-def _scores(responses: list[Response], reward_model: str, path: Path) -> dict[str, float]:
-    from safepref.score import score_responses
+def _scores(responses: list[Response], config: BenignEvalConfig, path: Path) -> dict[str, float]:
+    from safepref.score import ScoreConfig, score_responses
 
-    scored = score_responses(responses, reward_model, path.with_name(path.name.replace(".jsonl", ".scores.jsonl")))
+    scored = score_responses(responses, config.reward_model, path.with_name(path.name.replace(".jsonl", ".scores.jsonl")),
+                             ScoreConfig(device=config.device, dtype=config.dtype))
     by_id = {s.response_id: s.score for s in scored}
     return {r.prompt_id: by_id[r.id] for r in responses}
 
@@ -197,9 +222,10 @@ def harmful_answer_quality(safety_dir: Path, count_tokens) -> dict[str, Any] | N
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    responses_file = safety_dir / f"responses-none-{summary['generation_key']}.jsonl"
-    if "none" not in summary["config"]["attacks"] or not responses_file.is_file():
+    files = safety_answer_files(safety_dir)
+    if "none" not in summary["config"]["attacks"] or not files:
         return None
+    responses_file = files[0]
     xstest = summary["suite"] == "xstest"
     judged = {row["id"] for _, row in iter_jsonl(safety_dir / "verdicts.jsonl")
               if row["attack"] == "none" and (not xstest or row.get("xstest_label") == "unsafe")}
@@ -225,7 +251,7 @@ def evaluate_benign(model: str, config: BenignEvalConfig, out_dir: str | Path, *
     prompts = benign_prompts(config)  # names resolve before any model runs
     reference = config.reference or default_reference(model)
     reference_file = Path(reference) if Path(reference).is_file() else None
-    reuse = [f for d in safety_dirs for f in sorted(d.glob("responses-none-*.jsonl"))]
+    reuse = [f for d in safety_dirs for f in safety_answer_files(d)]
 
     answers, path = model_answers(model, prompts, config, answers_dir, reuse)
     if reference_file:
@@ -233,8 +259,8 @@ def evaluate_benign(model: str, config: BenignEvalConfig, out_dir: str | Path, *
         reference_path = answers_dir / f"reference-{file_fingerprint(reference_file)}.jsonl"
     else:
         reference_answers, reference_path = model_answers(reference, prompts, config, answers_dir, reuse)
-    scores = _scores(answers, config.reward_model, path)
-    reference_scores = _scores(reference_answers, config.reward_model, reference_path)
+    scores = _scores(answers, config, path)
+    reference_scores = _scores(reference_answers, config, reference_path)
     reference_text = {r.prompt_id: r.text for r in reference_answers}
     same_text = {r.prompt_id for r in answers if reference_text.get(r.prompt_id) == r.text}
     won = win_rate(scores, reference_scores, same_text)

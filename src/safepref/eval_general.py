@@ -206,14 +206,19 @@ def library_versions() -> dict[str, str]:
     return package_versions("lm_eval", "transformers", "torch", "peft")
 
 
-def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path) -> dict[str, Any]:
+def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path, *, device: str = "auto",
+                     dtype: str = "auto") -> dict[str, Any]:
     """Run lm-eval on ``config.tasks`` for ``model`` and write ``out_dir/general.json``; returns its content.
 
-    A results file with the same key (config + model files) is returned as it is, without loading the model.
+    A results file with the same key (config + model files + a precision other than float32) is returned as it
+    is, without loading the model. ``device``/``dtype`` follow safepref.device.
     """
     out_dir = Path(out_dir)
     resolved = resolve_model(model)
-    key = fingerprint(asdict(config), resolved.identity, library_versions())
+    placement = models.placement_for(resolved.pretrained, device, dtype)
+    # log-likelihoods in half precision differ from float32 ones; float32 (the CPU's) keeps the existing keys
+    precision = [] if placement.dtype_name == "float32" else [placement.dtype_name]
+    key = fingerprint(asdict(config), resolved.identity, library_versions(), *precision)
     results_path = out_dir / RESULTS_FILE
     if results_path.is_file():
         with contextlib.suppress(json.JSONDecodeError, OSError):
@@ -224,7 +229,8 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path)
     from lm_eval import simple_evaluate
 
     tasks = load_tasks(config.tasks)
-    model_args: dict[str, Any] = {"pretrained": resolved.pretrained, "tokenizer": resolved.tokenizer, "dtype": "float32"}
+    model_args: dict[str, Any] = {"pretrained": resolved.pretrained, "tokenizer": resolved.tokenizer,
+                                  "dtype": placement.dtype_name}
     if resolved.adapter:
         model_args["peft"] = resolved.adapter
     # lm-eval's request cache, keyed by the model alone (each entry is keyed by its full prompt and continuation).
@@ -234,7 +240,7 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path)
     with _quiet_lm_eval():
         output = simple_evaluate(
             model="hf", model_args=model_args, tasks=list(tasks.values()), num_fewshot=config.num_fewshot,
-            batch_size=config.batch_size, device="cpu", limit=config.limit, use_cache=str(request_cache),
+            batch_size=config.batch_size, device=str(placement.device), limit=config.limit, use_cache=str(request_cache),
             log_samples=False, random_seed=config.seed, numpy_random_seed=config.seed,
             torch_random_seed=config.seed, fewshot_random_seed=config.seed,
         )
@@ -257,6 +263,7 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path)
         "key": key, "model": str(model), "pretrained": resolved.pretrained, "adapter": resolved.adapter,
         "model_identity": resolved.identity, "config": asdict(config), "limit": config.limit,
         "num_fewshot": config.num_fewshot, "seed": config.seed, "versions": library_versions(),
+        **placement.describe(),
         "tasks": per_task, "wall_seconds": round(wall_seconds, 1),
     }
     write_json_atomic(results_path, record)

@@ -40,6 +40,14 @@ class SafetyEvalConfig(BaseModel):
     seed: int = Field(0, description="generation seed (greedy decoding does not depend on it)")
     judge_model: str | None = Field(None, description="llm judge: openai:<model>")
     base_url: str | None = Field(None, description="llm judge endpoint (default $OPENAI_BASE_URL)")
+    backend: str = Field("transformers", description="generation backend: transformers | vllm")
+    device: str = Field("auto", description="where the model answers: auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="precision: auto (the device policy) | float32 | bfloat16 | float16")
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings an artifact key covers: where it ran is not one; a non-default backend is."""
+        exclude = {"device", "dtype"} | ({"backend"} if self.backend == "transformers" else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @field_validator("attacks", mode="before")
     @classmethod
@@ -79,16 +87,18 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
     from safepref.generate import GenerationConfig, answer_identity, generate_responses
 
     generation = GenerationConfig(greedy=True, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                                  seed=config.seed)
-    identity = answer_identity(model, generation)
+                                  seed=config.seed, backend=config.backend, device=config.device, dtype=config.dtype)
+    identity = answer_identity(model, generation)  # covers a non-default backend; device and dtype are provenance
     generation_key = stage_key("eval_safety", identity)
     by_id = {p.id: p for p in prompts}
     verdict_rows: list[dict[str, Any]] = []
+    answer_files: dict[str, str] = {}
     for attack in attacks:
         attacked = attack.attacked_prompts(prompts)
         answers_key = answer_cache_key(identity, attacked)
-        responses = generate_responses(attacked, model, answers_dir / f"responses-{slug(attack.name)}-{answers_key}.jsonl",
-                                       generation)
+        answers_file = answers_dir / f"responses-{slug(attack.name)}-{answers_key}.jsonl"
+        answer_files[attack.name] = str(answers_file)
+        responses = generate_responses(attacked, model, answers_file, generation)
         answer = {r.prompt_id: r for r in responses if r.sample_index == -1} or {r.prompt_id: r for r in responses}
         rows = []
         for attacked_prompt in attacked:
@@ -103,7 +113,8 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
     write_jsonl_atomic(out_dir / "verdicts.jsonl", verdict_rows)
     summary = summarize_run(verdict_rows, attacks=[a.name for a in attacks], judges=judge_names, xstest=xstest)
     summary = {"model": model, "suite": config.suite, "n_prompts": len(prompts),
-               "config": config.model_dump(mode="json"), "generation_key": generation_key, **summary}
+               "config": config.model_dump(mode="json"), "generation_key": generation_key, "answers": answer_files,
+               **summary}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
 

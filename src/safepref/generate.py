@@ -61,6 +61,11 @@ class GenerationConfig:
     system_prompt: str | None = None  # prepended as a system turn when the chat template allows it
     backend: str = "transformers"  # transformers | vllm (openai: and fixed sources pick their own)
     stop: tuple[str, ...] = field(default_factory=tuple)  # extra stop strings (base models get COMPLETION_STOPS)
+    device: str = "auto"  # transformers backend: auto | cpu | cuda | cuda:N (see safepref.device)
+    dtype: str = "auto"  # auto (the device policy) | float32 | bfloat16 | float16; vLLM gets the same choice
+    # transformers backend: "decoder" (safepref's continuous batching), "generate" (model.generate on batches of
+    # batch_size rows), "generate-static" (the same with a static KV cache), or "auto" (see choose_engine).
+    engine: str = "auto"
     request_timeout: float = 60.0  # openai: sources: seconds before a request is retried
     max_retries: int = 5  # openai: sources: bounded retries (backoff) on timeouts, 429, 5xx and malformed bodies
 
@@ -218,10 +223,11 @@ def _cut_at_stops(text: str, stops: Sequence[str]) -> str:
 
 def _transformers_batches(prompts: Sequence[Prompt], source: str, config: GenerationConfig) -> Iterator[list[Response]]:
     """Answers from a transformers model, one list of rows per prompt as soon as all its samples are done."""
-    from safepref.decode import DecodeRequest, decode
+    from safepref.decode import DecodeRequest
 
     tokenizer = models.load_tokenizer(source)
-    model = models.load_model(source)
+    model = models.load_model(source, device=config.device, dtype=config.dtype)
+    engine = choose_engine(config.engine, model.device)
     chat = _uses_chat_template(source, tokenizer)
     stops = tuple(config.stop) + (() if chat else COMPLETION_STOPS)
     prompt_ids = {p.id: tokenizer(render_prompt(tokenizer, p.text, chat=chat, system_prompt=config.system_prompt),
@@ -230,13 +236,17 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
     requests = [DecodeRequest(key=(p, index), prompt_ids=prompt_ids[p.id], seed=_row_seed(config.seed, p.id, index))
                 for p in ordered for index in config.sample_indices()]
     stop_ids = {i for i in [tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)] if i is not None}
-    settings, per_prompt = config.settings(), len(config.sample_indices())
+    # where it ran is provenance on the row, not part of its key (settings() is what keys use)
+    settings = {**config.settings(), "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+    if engine != "decoder":
+        settings["engine"] = engine
+    per_prompt = len(config.sample_indices())
     answers: dict[str, list[Response]] = {}
     bar = progress_bar(total=len(ordered), desc=f"generate {models.display_name(source)}", unit="prompt")
     produced, started = 0, time.perf_counter()
     try:
-        for request, generated in decode(model, requests, config.sampling(), batch_size=config.batch_size,
-                                         stop_ids=stop_ids, pad_id=tokenizer.pad_token_id):
+        for request, generated in _engine(engine)(model, requests, config.sampling(), batch_size=config.batch_size,
+                                                  stop_ids=stop_ids, pad_id=tokenizer.pad_token_id):
             prompt, index = request.key
             text = _cut_at_stops(tokenizer.decode(generated, skip_special_tokens=True), stops)
             produced += len(generated)
@@ -251,6 +261,33 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
         bar.close()
 
 
+ENGINES = ("auto", "decoder", "generate", "generate-static")
+# On CUDA, auto picks model.generate: the one CUDA figure measured (shared/DESIGN.md: warmed generate, fp32, 3,375
+# tok/s at 128 rows on an H100) is of it; the decoder's per-row draws cost a kernel launch each and were never timed
+# on a GPU. Re-measure with scripts/gpu_check.py (or benchmarks/bench_generate.py --device cuda --engine X) and change
+# this line if the decoder wins. The CPU keeps the decoder: it is what benchmarks/bench_generate.py measures, and its
+# rows do not depend on their batch neighbours (a resumed run draws the same answers).
+CUDA_ENGINE = "generate"
+
+
+def choose_engine(requested: str, device: Any) -> str:
+    """The generation path for the transformers backend: as requested, or the measured default for the device."""
+    if requested not in ENGINES:
+        raise InputError(f"unknown generation engine '{requested}' ({', '.join(ENGINES)})", field="engine")
+    if requested != "auto":
+        return requested
+    return CUDA_ENGINE if getattr(device, "type", str(device)) == "cuda" else "decoder"
+
+
+def _engine(name: str):
+    from functools import partial
+
+    from safepref.decode import decode, generate_rows
+
+    return {"decoder": decode, "generate": generate_rows,
+            "generate-static": partial(generate_rows, static_cache=True)}[name]
+
+
 def _row_seed(seed: int, prompt_id_: str, sample_index: int) -> int:
     """A row's own seed, so its answer is the same whatever batch it lands in (and after a resume)."""
     return seed + int(prompt_id(f"{prompt_id_}|{sample_index}")[1:9], 16)
@@ -261,27 +298,70 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _vllm_batches(prompts: Sequence[Prompt], source: str, config: GenerationConfig) -> Iterator[list[Response]]:
-    """vLLM for GPU users. vLLM has no no-repeat-n-gram option: that one setting differs from the paper's."""
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        raise InputError("backend 'vllm' needs vLLM: pip install 'safepref[vllm]' (on a machine with a GPU)") from None
-    llm = LLM(model=models.resolve_model_path(source), seed=config.seed)
+    """vLLM for GPU users. Every sampling setting goes through but no-repeat-n-gram, which vLLM lacks: rows that
+    asked for it record it under ``not_applied``."""
+    llm = _vllm_engine(source, config)  # raises a clear InputError where vLLM is not installed
+    from vllm import SamplingParams
+
     tokenizer = llm.get_tokenizer()
     chat = _uses_chat_template(source, tokenizer)
-    params = SamplingParams(
-        n=len(config.sample_indices()), max_tokens=config.max_new_tokens, seed=config.seed,
-        temperature=0.0 if config.greedy else config.temperature, top_p=1.0 if config.greedy else config.top_p,
-        repetition_penalty=1.0 if config.greedy else config.repetition_penalty,
-        stop=list(config.stop) + ([] if chat else list(COMPLETION_STOPS)),
-    )
+    params = SamplingParams(**vllm_sampling(config, chat))
     texts = [render_prompt(tokenizer, p.text, chat=chat, system_prompt=config.system_prompt) for p in prompts]
     settings = {**config.settings(), "backend": "vllm"}
+    if not config.greedy and config.no_repeat_ngram_size > 0:
+        settings["not_applied"] = ["no_repeat_ngram_size"]
     outputs = llm.generate(texts, params)
     for prompt, output in zip(prompts, outputs, strict=True):
         yield [Response(prompt_id=prompt.id, prompt=prompt.text, source=source, sample_index=index,
                         text=completion.text.strip(), generation=settings, n_tokens=len(completion.token_ids))
                for index, completion in zip(config.sample_indices(), output.outputs, strict=True)]
+
+
+def vllm_sampling(config: GenerationConfig, chat: bool) -> dict[str, Any]:
+    """vLLM ``SamplingParams`` for these settings (greedy: temperature 0, every filter off)."""
+    sample = not config.greedy
+    return {
+        "n": len(config.sample_indices()), "max_tokens": config.max_new_tokens, "seed": config.seed,
+        "temperature": config.temperature if sample else 0.0,
+        "top_p": config.top_p if sample else 1.0,
+        "top_k": config.top_k if sample and config.top_k > 0 else -1,  # -1: no top-k (every vLLM version)
+        "repetition_penalty": config.repetition_penalty if sample else 1.0,
+        "stop": list(config.stop) + ([] if chat else list(COMPLETION_STOPS)),
+    }
+
+
+_VLLM_ENGINES: dict[tuple, Any] = {}  # one engine at a time: vLLM reserves most of the GPU's memory
+
+
+def _vllm_engine(source: str, config: GenerationConfig):
+    """The cached vLLM engine for this model, precision and seed (an engine for another one is released first)."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise InputError("backend 'vllm' needs vLLM: pip install 'safepref[vllm]' (on a machine with a GPU)") from None
+    path = models.resolve_model_path(source)
+    if models.is_adapter(path):
+        path = str(models.merged_adapter_dir(path))  # vLLM loads whole models: merge the LoRA adapter once
+    dtype = models.placement_for(path, config.device, config.dtype).dtype_name
+    key = (path, dtype, config.seed)
+    if key not in _VLLM_ENGINES:
+        release_engines()
+        _VLLM_ENGINES[key] = LLM(model=path, seed=config.seed, dtype=dtype)
+    return _VLLM_ENGINES[key]
+
+
+def release_engines() -> None:
+    """Free a cached vLLM engine and its GPU memory (the runner calls this before training and lm-eval)."""
+    if not _VLLM_ENGINES:
+        return
+    import gc
+
+    import torch
+
+    _VLLM_ENGINES.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _openai_batches(prompts: Sequence[Prompt], source: str, config: GenerationConfig) -> Iterator[list[Response]]:

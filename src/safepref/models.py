@@ -234,28 +234,97 @@ def load_tokenizer(name_or_path: str | Path):
     return tokenizer
 
 
-def load_model(name_or_path: str | Path, *, merge_adapter: bool = True, dtype: Any = None):
-    """Causal LM in float32 on the CPU (or the given dtype), in eval mode.
+def load_model(name_or_path: str | Path, *, merge_adapter: bool = True, dtype: Any = None, device: str = "cpu"):
+    """Causal LM in eval mode on ``device`` (see safepref.device), float32 unless ``dtype`` says otherwise.
 
+    ``dtype`` is a torch dtype, a policy name (``auto``, ``float32``, ``bfloat16``, ``float16``) or None (float32).
     A LoRA adapter folder (from ``safepref train --lora``) is loaded onto its base model; with
     ``merge_adapter`` the adapter is merged so generation runs at full speed.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype or torch.float32
+    from safepref.device import resolve_device
+
+    target = resolve_device(device)
     path = resolve_model_path(name_or_path)
+    base_path = resolve_model_path(_adapter_base(path)) if is_adapter(path) else path
+    dtype = _policy_dtype(dtype, target, base_path)
     if is_adapter(path):
         from peft import PeftModel
 
-        base = _from_pretrained(AutoModelForCausalLM, resolve_model_path(_adapter_base(path)), dtype=dtype)
+        base = _from_pretrained(AutoModelForCausalLM, base_path, dtype=dtype)
         model = PeftModel.from_pretrained(base, path)
         if merge_adapter:
             model = model.merge_and_unload()
     else:
         model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
+    if target.type != "cpu":
+        model = model.to(target)
     model.eval()
     return model
+
+
+def _policy_dtype(dtype: Any, device: Any, path: str):
+    """A torch dtype from an explicit one, a policy name, or None (float32: the CPU default)."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return placement_for(path, device, dtype).dtype
+
+
+def placement_for(path: str, device: Any = "auto", dtype: str = "auto"):
+    """The device policy (safepref.device) for the model at ``path``: its size is counted only when the policy
+    needs it (``auto`` precision on CUDA), so the CPU path never pays for it."""
+    from safepref.device import Placement, choose_dtype, resolve_device
+
+    target = resolve_device(device) if isinstance(device, str) else device
+    parameters = parameter_count(path) if str(dtype) == "auto" and target.type == "cuda" else None
+    chosen, reason = choose_dtype(target, dtype, parameters)
+    return Placement(target, chosen, reason)
+
+
+def parameter_count(path: str) -> int | None:
+    """Backbone parameters of a model from its config alone (built on the meta device, no weights read); None if
+    the config cannot be read."""
+    try:
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(path)
+        with init_empty_weights():
+            skeleton = AutoModel.from_config(config)
+        return sum(p.numel() for p in skeleton.parameters())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def merged_adapter_dir(adapter_path: str) -> Path:
+    """A LoRA adapter merged into its base and saved as a whole model (for engines that load only whole models,
+    such as vLLM), once per adapter content under ``$SAFEPREF_HOME/merged/``."""
+    from safepref.io import fingerprint
+
+    files = sorted(p for p in Path(adapter_path).iterdir() if p.is_file())
+    final = safepref_home() / "merged" / fingerprint([(p.name, sha256_of([p])) for p in files])
+    if (final / READY_MARKER).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(final.parent / f".{final.name}.lock"):
+        if (final / READY_MARKER).is_file():
+            return final
+        work = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            load_model(adapter_path, merge_adapter=True).save_pretrained(work)
+            load_tokenizer(adapter_path).save_pretrained(work)
+            (work / READY_MARKER).write_text(json.dumps({"adapter": str(adapter_path)}) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(work, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return final
 
 
 def _adapter_base(path: str) -> str:
@@ -273,8 +342,8 @@ def _from_pretrained(cls: Any, path: str, **kwargs: Any):
         raise InputError(f"cannot load model '{path}': {str(error).splitlines()[0]}") from None
 
 
-def load_embedder(name: str = EMBEDDING_MODEL):
-    """Sentence-transformers embedding model (bundled MiniLM by default, or any folder / hub id)."""
+def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
+    """Sentence-transformers embedding model (bundled MiniLM by default, or any folder / hub id) on ``device``."""
     from sentence_transformers import SentenceTransformer
 
     if name in REGISTRY:
@@ -284,7 +353,9 @@ def load_embedder(name: str = EMBEDDING_MODEL):
     else:
         folder = name
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(folder, device="cpu")
+    from safepref.device import resolve_device
+
+    return SentenceTransformer(folder, device=str(resolve_device(device)))
 
 
 _KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12})+$")  # the content keys the runner appends to artifact names

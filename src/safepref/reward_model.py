@@ -47,23 +47,29 @@ class RewardModel(Protocol):
     def score(self, prompts: list[str], responses: list[str]) -> list[float]: ...
 
 
-def load_reward_model(name: str = DEFAULT_REWARD_MODEL, *, batch_size: int = 8, max_length: int = 512) -> RewardModel:
+def load_reward_model(name: str = DEFAULT_REWARD_MODEL, *, batch_size: int = 8, max_length: int = 512,
+                      device: str = "cpu", dtype: str = "auto") -> RewardModel:
     """``safety-bt``, ``minilm-bt``, a file written by ``safepref reward-model train`` (``.joblib``: safety-bt,
-    ``.safetensors``: minilm-bt), or a HF sequence-classification model by id/folder."""
+    ``.safetensors``: minilm-bt), or a HF sequence-classification model by id/folder.
+
+    ``device``/``dtype`` follow safepref.device: a HF model runs there; minilm-bt runs its embedder there (the small
+    head on the CPU); safety-bt is scikit-learn and always runs on the CPU."""
     if name == SAFETY_RM:
         from safepref.safety_rm import load_safety_rm
 
         return load_safety_rm()
-    if name == EMBEDDING_RM:
-        return EmbeddingRewardModel.from_file(REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors", name=EMBEDDING_RM)
     path = Path(name).expanduser()
     if path.suffix == ".joblib" and path.is_file():
         from safepref.safety_rm import SafetyRewardModel
 
         return SafetyRewardModel.from_file(path, name=path.stem)
-    if path.suffix == ".safetensors" and path.is_file():
-        return EmbeddingRewardModel.from_file(path, name=path.stem)
-    return SequenceClassifierRewardModel(name, batch_size=batch_size, max_length=max_length)
+    if name == EMBEDDING_RM or (path.suffix == ".safetensors" and path.is_file()):
+        weights = REWARD_MODELS_DIR / f"{EMBEDDING_RM}.safetensors" if name == EMBEDDING_RM else path
+        model = EmbeddingRewardModel.from_file(weights, name=EMBEDDING_RM if name == EMBEDDING_RM else path.stem)
+        model.device = device
+        return model
+    return SequenceClassifierRewardModel(name, batch_size=batch_size, max_length=max_length, device=device,
+                                         dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------- HF reward models
@@ -72,16 +78,19 @@ def load_reward_model(name: str = DEFAULT_REWARD_MODEL, *, batch_size: int = 8, 
 class SequenceClassifierRewardModel:
     """A transformers ``AutoModelForSequenceClassification`` with one output: the score is that logit."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 8, max_length: int = 512) -> None:
-        import torch
+    def __init__(self, name_or_path: str, *, batch_size: int = 8, max_length: int = 512, device: str = "cpu",
+                 dtype: str = "auto") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from safepref.models import placement_for
+
         path = resolve_model_path(name_or_path)
+        placement = placement_for(path, device, dtype)
         self.name = model_label(name_or_path)
         self.batch_size, self.max_length = batch_size, max_length
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=placement.dtype)
         except (OSError, ValueError) as error:
             raise InputError(f"cannot load reward model '{name_or_path}': {str(error).splitlines()[0]}") from None
         if self.model.config.num_labels != 1:
@@ -92,7 +101,7 @@ class SequenceClassifierRewardModel:
         self.tokenizer.padding_side = "right"  # sequence classifiers pool the last non-pad token
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.eval()
+        self.model.to(placement.device).eval()
         self.uses_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
 
     def _encode(self, prompts: list[str], responses: list[str]):
@@ -114,7 +123,7 @@ class SequenceClassifierRewardModel:
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start:start + self.batch_size], responses[start:start + self.batch_size])
             with torch.no_grad():
-                scores.extend(self.model(**batch).logits[:, 0].float().tolist())
+                scores.extend(self.model(**batch.to(self.model.device)).logits[:, 0].float().tolist())
         return scores
 
 
@@ -165,6 +174,8 @@ def preference_split(config: EmbeddingRMConfig) -> dict[str, tuple[list, list]]:
 class EmbeddingRewardModel:
     """Frozen sentence embeddings of (prompt, response) -> feature vector -> a small Bradley-Terry head."""
 
+    device = "cpu"  # where the embedder runs (load_reward_model sets it from the device policy)
+
     def __init__(self, head, config: EmbeddingRMConfig, name: str = EMBEDDING_RM, embedder=None) -> None:
         self.head, self.config, self.name = head, config, name
         self._embedder = embedder
@@ -173,7 +184,7 @@ class EmbeddingRewardModel:
     @property
     def embedder(self):
         if self._embedder is None:
-            self._embedder = load_embedder(self.config.embedder)
+            self._embedder = load_embedder(self.config.embedder, device=self.device)
         return self._embedder
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,6 +26,7 @@ from safepref import models
 from safepref.errors import InputError, input_error_from
 from safepref.io import file_fingerprint, read_yaml_record, write_json_atomic
 from safepref.keys import content_key, prompt_set_key, stage_key
+from safepref.launch import LaunchSettings, split_training
 from safepref.paths import slug
 from safepref.versions import package_versions
 
@@ -59,11 +60,13 @@ class GenerationSpec(_Strict):
     samples: int = Field(5, ge=2, description="k sampled answers per prompt for Self+RM and peer pools")
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = 0.5
+    top_k: int = Field(50, ge=0, description="top-k filter when sampling (0: off)")
     top_p: float = 0.9
     repetition_penalty: float = 1.2
     no_repeat_ngram_size: int = 3
     batch_size: int | None = Field(None, ge=1, description="sequences per batch (default: the stage's own)")
-    backend: str = Field("transformers", description="transformers, or vllm on GPUs")
+    backend: str = Field("transformers", description="transformers, or vllm on GPUs (generation and eval-safety)")
+    engine: str = Field("auto", description="transformers backend: auto, decoder, generate or generate-static")
 
 
 class SafetySpec(_Strict):
@@ -101,6 +104,10 @@ class ExperimentConfig(_Strict):
 
     name: str
     seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where every stage runs its models: auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="model precision: auto (the device policy, see safepref.device) or a dtype")
     targets: list[TargetSpec]
     prompts: PromptSpec = Field(default_factory=PromptSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
@@ -119,7 +126,11 @@ class ExperimentConfig(_Strict):
 
     def training_for(self, target: TargetSpec) -> dict[str, Any]:
         # a bigger model wants a gentler learning rate than a small one: targets may override any field
-        return {"seed": self.seed, **self.training, **target.training}
+        return split_training({"seed": self.seed, **self.training, **target.training})[0]
+
+    def launch_for(self, target: TargetSpec) -> LaunchSettings:
+        """How this target trains (``training.launcher`` / ``accelerate_config``, see safepref.launch)."""
+        return split_training({**self.training, **target.training})[1]
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -132,6 +143,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
     for index, target in enumerate(config.targets):
         field = f"targets[{index}].training" if target.training else "training"
+        try:
+            config.launch_for(target)
+        except ValidationError as error:
+            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
         checks.append((field, config.training_for(target)))
         for recipe in config.recipes_for(target):
             if recipe != SFT and (overrides := load_recipe(recipe).training):
@@ -208,9 +223,10 @@ class Run:
         from safepref.generate import FIXED_SOURCES, GenerationConfig, answer_identity, generate_responses
 
         g = self.config.generation
-        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
                     repetition_penalty=g.repetition_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-                    seed=self.config.seed, num_samples=g.samples, backend=g.backend)
+                    seed=self.config.seed, num_samples=g.samples, backend=g.backend, engine=g.engine,
+                    device=self.config.device, dtype=self.config.dtype)
         if g.batch_size:
             base["batch_size"] = g.batch_size
         needed = self.sources_needed(target)
@@ -280,7 +296,7 @@ class Run:
         from safepref.build import read_responses
         from safepref.data import prompt_id
         from safepref.recipes import load_recipe
-        from safepref.score import score_responses
+        from safepref.score import ScoreConfig, score_responses
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
@@ -299,7 +315,8 @@ class Run:
             if response_files:
                 responses = read_responses(response_files)
                 scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl"))
+                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
+                    ScoreConfig(device=self.config.device, dtype=self.config.dtype)))
             for recipe in recipes:
                 entry = self._entry(label, recipe)
                 model_for_eval = target.model
@@ -346,7 +363,8 @@ class Run:
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
-                                                            seed=self.config.seed), out)
+                                                            seed=self.config.seed, device=self.config.device,
+                                                            dtype=self.config.dtype), out)
         return str(out / "audit.json")
 
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
@@ -363,12 +381,14 @@ class Run:
                         REWRITE_VERSION, SHALLOW_VERSION, phrase_cues())
         out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
         if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
-            debias_pairs(read_pairs(pairs_path), DebiasConfig(**settings), out,
+            # where the rewrite runs is provenance, not part of the key
+            debias_pairs(read_pairs(pairs_path), DebiasConfig(**settings, device=self.config.device,
+                                                              dtype=self.config.dtype), out,
                          {str(pairs_path): file_fingerprint(pairs_path)})
         return out, str(summary_path(out))
 
     def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        from safepref.train import DPOTrainingConfig, train_dpo, training_record
+        from safepref.train import DPOTrainingConfig, training_record
 
         config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
         key = stage_key("train", models.weights_fingerprint(target.model), file_fingerprint(pairs_path),
@@ -376,10 +396,24 @@ class Run:
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
-            train_dpo(target.model, pairs_path, out, config)
+            self._train_now(target, pairs_path, out, config)
         summary = json.loads(summary_path.read_text())
         return {"out_dir": str(out), "dynamics": str(out / "dynamics.jsonl"), "summary": str(summary_path),
                 "final_loss": summary["final_loss"], "steps": summary["steps"]}
+
+    def _train_now(self, target: TargetSpec, pairs_path: Path, out: Path, config) -> None:
+        """In this process, or through accelerate launch when several GPUs are visible (see safepref.launch)."""
+        from safepref.device import visible_gpus
+        from safepref.generate import release_engines
+        from safepref.launch import train_with_accelerate
+        from safepref.train import train_dpo
+
+        release_engines()  # a vLLM engine holds most of the GPU's memory
+        launch, gpus = self.config.launch_for(target), visible_gpus()
+        if launch.uses_accelerate(gpus) and self.config.device in ("auto", "cuda"):
+            train_with_accelerate(target.model, pairs_path, out, config, launch, gpus)
+        else:
+            train_dpo(target.model, pairs_path, out, config, device=self.config.device)
 
     def safety(self, model: str) -> list[str]:
         from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
@@ -389,8 +423,10 @@ class Run:
         for suite in spec.suites:
             config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
                                       judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
-                                      seed=self.config.seed, judge_model=spec.judge_model)
-            key = stage_key("eval_safety", models.weights_fingerprint(model), config.model_dump(mode="json"))
+                                      seed=self.config.seed, judge_model=spec.judge_model,
+                                      backend=self.config.generation.backend, device=self.config.device,
+                                      dtype=self.config.dtype)
+            key = stage_key("eval_safety", models.weights_fingerprint(model), config.key_dump())
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
@@ -405,9 +441,10 @@ class Run:
         spec = self.config.benign
         config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
                                   max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
-                                  reward_model=self.config.reward_model)
+                                  reward_model=self.config.reward_model, device=self.config.device,
+                                  dtype=self.config.dtype)
         key = stage_key("eval_benign", models.weights_fingerprint(model), models.weights_fingerprint(target.model),
-                        config.model_dump(mode="json"), [file_fingerprint(Path(p)) for p in safety_summaries])
+                        config.key_dump(), [file_fingerprint(Path(p)) for p in safety_summaries])
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
         if not (out / "summary.json").exists():
             evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
@@ -416,12 +453,14 @@ class Run:
 
     def general(self, model: str) -> str:
         from safepref.eval_general import evaluate_general, make_config
+        from safepref.generate import release_engines
 
         spec = self.config.general
         config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
                              batch_size=spec.batch_size, seed=self.config.seed)
         out = self.dir / "general" / f"{slug(models.model_label(model))}-{content_key(models.weights_fingerprint(model))}"
-        evaluate_general(model, config, out)  # keyed and cached inside the stage
+        release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
+        evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
         return str(out / "general.json")
 
 

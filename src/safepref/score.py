@@ -27,6 +27,8 @@ class ScoreConfig:
 
     batch_size: int = 16  # responses scored (and appended to the log) at a time
     max_length: int = 512  # tokens of prompt + response a HF reward model sees (longer inputs are truncated)
+    device: str = "auto"  # where the reward model runs (safepref.device); a score does not depend on it
+    dtype: str = "auto"  # precision of a HF reward model (the device policy unless given)
 
 
 def score_key(row: dict) -> str:
@@ -47,7 +49,8 @@ def score_responses(responses: list[Response], reward_model: str | RewardModel =
     key_of = {r.id: score_content_key(weights, r.prompt, r.text) for r in unique}
     todo = list({key_of[r.id]: r for r in unique if key_of[r.id] not in log.done}.values())
     if todo and model is None:  # loading a reward model costs seconds: skip it when everything is already scored
-        model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length)
+        model = load_reward_model(reward_model, batch_size=config.batch_size, max_length=config.max_length,
+                                  device=config.device, dtype=config.dtype)
     bar = progress_bar(total=len(todo), desc=f"scoring with {name}", unit="resp")
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]

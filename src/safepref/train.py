@@ -28,12 +28,12 @@ optimizer state is ~1.6 GB).
 Multi-GPU 7B training (not run here; recipe after the alignment handbook: beta 0.01-0.1, lr 5e-7 full / 5e-6 LoRA,
 1 epoch, cosine schedule, warmup 0.1, bf16):
 
-    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml -m safepref train \\
+    accelerate launch --config_file src/safepref/registry/accelerate/deepspeed_zero3.yaml -m safepref train \\
         --model meta-llama/Llama-3.1-8B-Instruct --pairs pairs.jsonl --out runs/llama-dpo \\
         --full --bf16 --learning-rate 5e-7 --beta 0.1 --epochs 1 --batch-size 2 --grad-accum 8 \\
         --lr-scheduler cosine --warmup 0.1 --max-length 1024 --gradient-checkpointing
 
-(``configs/accelerate/multi_gpu.yaml`` is plain DDP, enough for LoRA: ``--lora --learning-rate 5e-6``.)
+(``src/safepref/registry/accelerate/multi_gpu.yaml`` is plain DDP, enough for LoRA: ``--lora --learning-rate 5e-6``.)
 """
 
 from __future__ import annotations
@@ -151,8 +151,11 @@ class TrainResult:
 
 
 def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
-              config: DPOTrainingConfig | None = None, *, force: bool = False) -> TrainResult:
-    """DPO-train ``model`` (registry name, folder or hub id) on a TRL-format pairs file; write the result to out_dir."""
+              config: DPOTrainingConfig | None = None, *, force: bool = False, device: str = "auto") -> TrainResult:
+    """DPO-train ``model`` (registry name, folder or hub id) on a TRL-format pairs file; write the result to out_dir.
+
+    ``device`` (safepref.device): ``cpu``, ``cuda:N``, or ``auto`` (CUDA when present). Under ``accelerate launch``
+    accelerate places each process; only the main process writes safepref's own files."""
     config = config or DPOTrainingConfig()
     out_dir = Path(out_dir)
     pairs_path = Path(pairs_path)
@@ -192,7 +195,7 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     tokenizer = load_tokenizer(model)
     policy = load_model(model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     reference_hash = weights_hash(policy) if config.precompute_ref_log_probs else None  # before LoRA wraps it
-    use_cpu = not torch.cuda.is_available()
+    use_cpu = _training_device(device).type == "cpu"
     args = DPOConfig(
         output_dir=str(out_dir),
         beta=config.beta,
@@ -241,6 +244,10 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     _save_model(trainer, tokenizer, out_dir, base=model if str(model) in REGISTRY else base_path, lora=config.lora)
+    if not trainer.is_world_process_zero():  # other processes of a multi-GPU run leave the files to the main one
+        return TrainResult(out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step, final_loss=None,
+                           mean_loss=output.training_loss, seconds=round(time.perf_counter() - started, 2),
+                           reference_log_probs=reference)
     rows = [row for _, row in iter_jsonl(dynamics_path)] if dynamics_path.is_file() else []
     plot_dynamics(rows, out_dir / PLOT_FILE)
     if not config.keep_checkpoints:
@@ -353,6 +360,21 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
     return SafeprefDPOTrainer(**trainer_kwargs)
 
 
+def _training_device(device: str):
+    """The policy's device for a single-process run; ``cuda:N`` becomes the current CUDA device (the Trainer uses
+    the current one). Under ``accelerate launch`` (LOCAL_RANK set) accelerate places every process itself."""
+    import torch
+
+    from safepref.device import resolve_device
+
+    if "LOCAL_RANK" in os.environ:
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and ":" in device:
+        torch.cuda.set_device(resolved.index)
+    return resolved
+
+
 def _dynamics_callback(path: Path):
     from transformers import TrainerCallback
 
@@ -363,6 +385,8 @@ def _dynamics_callback(path: Path):
             self.log = AppendLog(path, key_of=lambda row: str(row["step"]))
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:  # one writer in a multi-GPU run
+                return
             if logs and "loss" in logs and "rewards/chosen" in logs:
                 row = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch),
                        "learning_rate": logs.get("learning_rate")}
@@ -394,12 +418,14 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _save_model(trainer: Any, tokenizer: Any, out_dir: Path, *, base: str, lora: bool) -> None:
+    if not lora:
+        trainer.save_model(str(out_dir))  # every process takes part (DeepSpeed gathers the shards); one writes
+    if not trainer.is_world_process_zero():
+        return
     if lora:
-        adapter = trainer.model
+        adapter = trainer.accelerator.unwrap_model(trainer.model)
         adapter.peft_config["default"].base_model_name_or_path = str(base)
         adapter.save_pretrained(out_dir)
-    else:
-        trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(out_dir)
 
 

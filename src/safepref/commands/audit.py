@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref.commands import print_table
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import input_error_from
 
 
@@ -27,13 +28,16 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(5, "--folds", help="k of the cross-validation grouped by prompt."),
         seed: int = typer.Option(0, "--seed", help="Seed of folds, control label swaps and bootstrap."),
         batch_size: int = typer.Option(8, "--batch-size", help="Responses per forward pass for hidden features."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Probe whether a linear classifier tells chosen from rejected (grouped k-fold CV, shuffled-label control,
         per-cue accuracies), and write a summary, PCA plots and a plain-language verdict."""
         from safepref.audit import AuditConfig, audit_pairs, resolve_pairs
 
         try:
-            config = AuditConfig(features=features, folds=folds, seed=seed, batch_size=batch_size)
+            config = AuditConfig(features=features, folds=folds, seed=seed, batch_size=batch_size,
+                                 device=check_device(device), dtype=check_dtype(dtype))
         except ValidationError as error:
             raise input_error_from(error) from None
         records = resolve_pairs(pairs)

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import InputError
 
 
@@ -31,6 +32,8 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(5, "--folds", help="filter: k of the cross-validation grouped by prompt."),
         seed: int = typer.Option(0, "--seed", help="Seed of the folds (filter) and of generation (rewrite)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+        device: str = typer.Option("auto", "--device", help="rewrite: " + DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help="rewrite: " + DTYPE_HELP),
     ) -> None:
         """Rewrite or filter preference pairs so that chosen and rejected differ in content, not in who wrote them;
         resumable (rewrites go to an append log beside OUT); every output pair records what was done to it."""
@@ -40,7 +43,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             config = DebiasConfig(method=method, target=target, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  max_cue_accuracy=max_cue_accuracy, min_keep=min_keep, folds=folds, seed=seed)
+                                  max_cue_accuracy=max_cue_accuracy, min_keep=min_keep, folds=folds, seed=seed,
+                                  device=check_device(device), dtype=check_dtype(dtype))
         except ValidationError as error:
             first = error.errors()[0]
             raise InputError(first["msg"], field=".".join(str(p) for p in first["loc"])) from None

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.models import DEFAULT_TARGET
 
 HEADLINE = ("n", "refusal_rate", "refusal_rate_ci", "win_rate_vs_reference", "win_rate_ci", "mean_reward",
@@ -52,11 +53,13 @@ def register(app: typer.Typer) -> None:
                                        "or path[:column]"),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="greedy answer length"),
         batch_size: int = typer.Option(64, "--batch-size"),
-        reward_model: str = typer.Option("minilm-bt", "--reward-model", help="judges model vs reference pairwise"),
+        reward_model: str = typer.Option("safety-bt", "--reward-model", help="judges model vs reference pairwise"),
         safety: list[Path] = typer.Option([], "--safety", help="an eval-safety --out folder of the same model: its "
                                           "answers to harmful prompts are measured too, its XSTest answers reused "
                                           "(repeatable)"),
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the summary)"),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Answer benign prompts (greedy): refusal, win rate vs the reference by the reward model, length,
         distinct-2 and restatement, each with n and 95% CIs for rates."""
@@ -64,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
         config = make_config(pools=[p.strip() for p in pools.split(",") if p.strip()], limit=limit,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, reference=reference,
-                             reward_model=reward_model)
+                             reward_model=reward_model, device=check_device(device), dtype=check_dtype(dtype))
         summary = evaluate_benign(model, config, out, safety_dirs=safety)
         if as_json:
             print(json.dumps(summary, ensure_ascii=False))

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from safepref import eval_general
 from safepref.commands import print_table
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import InputError
 from safepref.models import DEFAULT_TARGET
 
@@ -34,6 +35,8 @@ def register(app: typer.Typer) -> None:
         list_tasks: bool = typer.Option(False, "--list-tasks", help="Print each task's size, metric and chance level "
                                         "(on --limit questions if given) and exit, without a model."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Evaluate a model on ARC, HellaSwag, MMLU, TruthfulQA mc2 and WinoGrande (lm-eval, offline)."""
         config = eval_general.make_config(tasks=_task_names(tasks), limit=limit, num_fewshot=num_fewshot,
@@ -51,7 +54,8 @@ def register(app: typer.Typer) -> None:
             return
         if out is None:
             raise InputError("--out is required (the folder for general.json)", field="--out")
-        record = eval_general.evaluate_general(model, config, out)
+        record = eval_general.evaluate_general(model, config, out, device=check_device(device),
+                                               dtype=check_dtype(dtype))
         if as_json:
             print(json.dumps(record))
             return

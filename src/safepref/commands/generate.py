@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from safepref.data import load_prompts
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.generate import GenerationConfig, generate_responses
 
 
@@ -24,6 +25,7 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(5, "--samples", "-k", help="Sampled answers per prompt."),
         max_new_tokens: int = typer.Option(128),
         temperature: float = typer.Option(0.5),
+        top_k: int = typer.Option(50, help="Top-k filter when sampling (0: off)."),
         top_p: float = typer.Option(0.9),
         repetition_penalty: float = typer.Option(1.2),
         no_repeat_ngram_size: int = typer.Option(3),
@@ -31,12 +33,17 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         system_prompt: str = typer.Option(None),
         backend: str = typer.Option("transformers", help="transformers or vllm (GPU)."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+        engine: str = typer.Option("auto", "--engine", help="transformers backend: decoder (continuous batching), "
+                                   "generate, generate-static, or auto (decoder on the CPU, generate on CUDA)."),
     ) -> None:
         """Answer prompts from one source; resumable (each prompt/source/sample is written once)."""
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens, num_samples=samples, greedy=greedy, temperature=temperature, top_p=top_p,
-            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size,
-            seed=seed, system_prompt=system_prompt, backend=backend,
+            max_new_tokens=max_new_tokens, num_samples=samples, greedy=greedy, temperature=temperature, top_k=top_k,
+            top_p=top_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+            batch_size=batch_size, seed=seed, system_prompt=system_prompt, backend=backend, device=check_device(device),
+            dtype=check_dtype(dtype), engine=engine,
         )
         rows = generate_responses(load_prompts(prompts, limit), source, out, config)
         tokens = sum(r.n_tokens or 0 for r in rows)

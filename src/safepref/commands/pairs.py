@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref.commands import print_table
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.errors import InputError
 
 
@@ -25,13 +26,17 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1),
         max_length: int = typer.Option(512, "--max-length", min=8, help="Token limit for HF reward models."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Score every response with a reward model (resumable)."""
         from safepref.build import read_responses
         from safepref.score import ScoreConfig, score_responses
 
         rows = read_responses(responses)
-        scores = score_responses(rows, reward_model, out, ScoreConfig(batch_size=batch_size, max_length=max_length))
+        config = ScoreConfig(batch_size=batch_size, max_length=max_length, device=check_device(device),
+                             dtype=check_dtype(dtype))
+        scores = score_responses(rows, reward_model, out, config)
         summary = {"scores": len(scores), "reward_model": scores[0].reward_model if scores else reward_model,
                    "out": str(out)}
         if as_json:

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+
 
 def _print(result: dict, as_json: bool) -> None:
     if as_json:
@@ -47,6 +49,9 @@ def register(app: typer.Typer) -> None:
         judge_model: str = typer.Option(None, "--judge-model", help="llm judge: openai:<model>"),
         base_url: str = typer.Option(None, "--base-url", help="llm judge endpoint (default $OPENAI_BASE_URL)"),
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the summary)"),
+        backend: str = typer.Option("transformers", "--backend", help="generation backend: transformers or vllm (GPU)"),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Answer a jailbreak suite under attacks (greedy), judge every answer, report ASR with 95% CIs."""
         from pydantic import ValidationError
@@ -57,7 +62,8 @@ def register(app: typer.Typer) -> None:
         try:
             config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
                                       max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,
-                                      base_url=base_url)
+                                      base_url=base_url, backend=backend, device=check_device(device),
+                                      dtype=check_dtype(dtype))
         except ValidationError as error:
             raise input_error_from(error) from None
         _print(evaluate_safety(model, config, out), as_json)

@@ -10,7 +10,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.errors import input_error_from
+from safepref.device import DEVICE_HELP, check_device
+from safepref.errors import InputError, input_error_from
 
 
 def register(app: typer.Typer) -> None:
@@ -45,10 +46,20 @@ def register(app: typer.Typer) -> None:
         ld_alpha: float = typer.Option(None, "--ld-alpha", help="LD-DPO length desensitisation in [0, 1] (none: off)."),
         force: bool = typer.Option(False, "--force", help="Retrain even if OUT holds a finished run."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Under accelerate launch, accelerate "
+                                   "places each process."),
+        config_file: Path = typer.Option(None, "--config", help="JSON file of training settings (DPOTrainingConfig "
+                                         "fields; how `safepref run` hands its settings to accelerate launch). "
+                                         "Replaces the training options above."),
     ) -> None:
         """DPO-train MODEL on PAIRS with TRL; resumes an interrupted run in OUT; skips a finished one."""
         from safepref.train import DPOTrainingConfig, train_dpo
 
+        if config_file is not None:
+            result = train_dpo(model, pairs, out, _config_from_file(config_file), force=force,
+                               device=check_device(device))
+            _report(result, out, as_json)
+            return
         targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",")]
         try:
             config = DPOTrainingConfig(
@@ -62,12 +73,31 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as error:
             raise input_error_from(error) from None
-        result = train_dpo(model, pairs, out, config, force=force)
-        if as_json:
-            print(json.dumps(asdict(result)))
-            return
-        console = Console()
-        if result.skipped:
-            console.print(f"{out}: already trained (use --force to retrain)")
-        console.print(f"{result.n_pairs} pairs, {result.steps} steps, final loss {result.final_loss}, "
-                      f"{result.seconds:.0f} s, reference log-probs {result.reference_log_probs} → {result.out_dir}")
+        result = train_dpo(model, pairs, out, config, force=force, device=check_device(device))
+        _report(result, out, as_json)
+
+
+def _config_from_file(path: Path):
+    from safepref.train import DPOTrainingConfig
+
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read training settings: {error}", path=path) from None
+    if not isinstance(values, dict):
+        raise InputError("training settings must be a JSON object", path=path)
+    try:
+        return DPOTrainingConfig(**values)
+    except ValidationError as error:
+        raise input_error_from(error, path=path) from None
+
+
+def _report(result, out: Path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    console = Console()
+    if result.skipped:
+        console.print(f"{out}: already trained (use --force to retrain)")
+    console.print(f"{result.n_pairs} pairs, {result.steps} steps, final loss {result.final_loss}, "
+                  f"{result.seconds:.0f} s, reference log-probs {result.reference_log_probs} → {result.out_dir}")

@@ -1,0 +1,260 @@
+"""Which device each stage really uses, its peak GPU memory and its speed against plain ``model.generate``.
+
+Every stage runs through safepref's own code (the device policy included) on a random-weight model with the
+bundled SmolLM2's architecture and tokenizer (no download: the config comes from the bundled GGUF), so the check
+runs on a bare GPU machine. Generation stages are compared with plain ``model.generate`` on the same prompts,
+samples and lengths, in batches of the same number of rows, after one warm-up batch; the stages get a warm-up
+call too. Random weights rarely draw end-of-sequence, so both sides generate about ``--max-new-tokens`` per row.
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python scripts/gpu_check.py                     # on the GPU machine
+    HF_HUB_OFFLINE=1 PYTHONPATH=src python scripts/gpu_check.py --tiny --prompts 4  # a quick look on a CPU
+
+On a machine without CUDA it says so and reports the CPU: device ``cpu`` and no GPU memory figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from safepref import models
+from safepref.data import saferlhf_prompts
+from safepref.device import peak_memory_mib
+from safepref.generate import GenerationConfig, choose_engine, generate_responses, render_prompt
+
+STAGES = ("generate", "eval-safety", "audit", "score", "embed", "train", "eval-general")
+
+
+def build_model(folder: Path, tiny: bool) -> None:
+    """A random-weight causal LM and a one-logit sequence classifier with SmolLM2's config and tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    bundled = models.prepare_model(models.DEFAULT_TARGET)
+    config = AutoConfig.from_pretrained(bundled)
+    if tiny:  # the same architecture, shrunk so a CPU test takes seconds
+        config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+                       "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder / "lm")
+    config.num_labels = 1
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder / "rm")
+    tokenizer = AutoTokenizer.from_pretrained(bundled)
+    tokenizer.save_pretrained(folder / "lm")
+    tokenizer.save_pretrained(folder / "rm")
+
+
+@contextlib.contextmanager
+def reusing(model):
+    """Stages load their model by name: hand them the one already loaded, so timings exclude loading."""
+    original = models.load_model
+    models.load_model = lambda *args, **kwargs: model
+    try:
+        yield
+    finally:
+        models.load_model = original
+
+
+def measure(device: torch.device, work: Callable[[], float]) -> tuple[float, float, float | None]:
+    """(units of work, seconds, peak GPU MiB or None on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    units = work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return units, time.perf_counter() - started, peak_memory_mib(device)
+
+
+def plain_generate(model, tokenizer, texts: list[str], config: GenerationConfig) -> int:
+    """transformers ``generate`` on length-sorted batches of ``batch_size`` rows; real tokens produced."""
+    per_batch = max(1, config.batch_size // config.num_samples)
+    produced = 0
+    for start in range(0, len(texts), per_batch):
+        inputs = tokenizer(texts[start:start + per_batch], return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            output = model.generate(**inputs, do_sample=True, max_new_tokens=config.max_new_tokens,
+                                    temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                                    repetition_penalty=config.repetition_penalty,
+                                    no_repeat_ngram_size=config.no_repeat_ngram_size,
+                                    num_return_sequences=config.num_samples, pad_token_id=tokenizer.pad_token_id)
+        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+            produced += row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+    return produced
+
+
+def run_checks(args: argparse.Namespace, folder: Path) -> dict:
+    lm = str(folder / "lm")
+    placement = models.placement_for(lm, args.device, args.dtype)
+    model = models.load_model(lm, device=args.device, dtype=args.dtype)
+    rows: list[dict] = []
+
+    def record(stage: str, unit: str, result: tuple[float, float, float | None], on=placement.device) -> None:
+        units, seconds, peak = result
+        rows.append({"stage": stage, "device": str(on), "dtype": placement.dtype_name, "peak_gpu_mib": peak,
+                     "rate": units / seconds, "unit": unit, "seconds": seconds})
+
+    wanted = [s.strip() for s in args.stages.split(",")]
+    work = Path(tempfile.mkdtemp(dir=folder))
+    _generation_checks(args, lm, model, placement.device, work, record, "generate" in wanted)
+    for stage, unit, check in OTHER_STAGES:
+        if stage in wanted:
+            check(args, lm, model, placement.device, work, record, unit)
+    baseline = rows[0]["rate"]
+    for row in rows:
+        row["vs_plain_generate"] = row["rate"] / baseline if row["unit"] == "tok/s" else None
+    return {"machine": machine(placement.device), "placement": placement.describe(), "dtype_reason": placement.reason,
+            "work": {"prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+                     "batch_rows": args.batch_size, "tiny": args.tiny}, "stages": rows}
+
+
+def _generation_checks(args, lm: str, model, device, work: Path, record, stage_too: bool) -> None:
+    """Plain warmed ``model.generate``, then safepref's generate stage with each engine, on the same work."""
+    tokenizer = models.load_tokenizer(lm)
+    prompts = saferlhf_prompts()[:args.prompts]
+    config = GenerationConfig(num_samples=args.samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              device=args.device, dtype=args.dtype)
+    texts = sorted((render_prompt(tokenizer, p.text, chat=True) for p in prompts),
+                   key=lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]))
+    plain_generate(model, tokenizer, texts[:1], config)  # warm-up
+    record("plain model.generate (warmed)", "tok/s", measure(device, lambda: plain_generate(model, tokenizer, texts,
+                                                                                              config)))
+    engines = [choose_engine("auto", device)] + [e for e in args.engines.split(",") if e and e != "auto"]
+    for engine in dict.fromkeys(engines) if stage_too else []:
+        engine_config = dataclasses.replace(config, engine=engine)
+        with reusing(model):
+            generate_responses(prompts[:1], lm, work / f"warm-{engine}.jsonl", engine_config)
+            record(f"safepref generate ({engine})", "tok/s", measure(device, lambda c=engine_config: sum(
+                r.n_tokens for r in generate_responses(prompts, lm, work / f"{c.engine}.jsonl", c))))
+
+
+def _eval_safety(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
+
+    config = SafetyEvalConfig(limit=args.prompts, judges=["keyword"], max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    with reusing(model):
+        record("eval-safety (answers + keyword judge)", unit, measure(
+            device, lambda: evaluate_safety(lm, config, work / "safety")["results"][0]["n"]))
+
+
+def _audit(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    from safepref.audit import hidden_state_features
+    from safepref.records import Message
+
+    items = [([Message(role="user", content=p.text)], p.text[::-1]) for p in saferlhf_prompts()[:args.prompts * 4]]
+    with reusing(model):
+        hidden_state_features(items[:2], lm, -1, 8, 256, device=args.device, dtype=args.dtype)  # warm-up
+        record("audit hidden states", unit, measure(device, lambda: len(hidden_state_features(
+            items, lm, -1, 8, 256, device=args.device, dtype=args.dtype))))
+
+
+def _score(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    from safepref.reward_model import load_reward_model
+
+    scorer = load_reward_model(str(Path(lm).parent / "rm"), batch_size=16, max_length=256, device=args.device,
+                               dtype=args.dtype)
+    prompts = [p.text for p in saferlhf_prompts()[:args.prompts * 4]]
+    scorer.score(prompts[:2], prompts[:2])  # warm-up
+    record("score (HF reward model)", unit, measure(scorer.model.device, lambda: len(
+        scorer.score(prompts, [p[::-1] for p in prompts]))), scorer.model.device)
+
+
+def _embed(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    embedder = models.load_embedder(models.EMBEDDING_MODEL, device=args.device)
+    on = torch.device(str(embedder.device))
+    texts = [p.text for p in saferlhf_prompts()[:args.prompts * 8]]
+    embedder.encode(texts[:2])  # warm-up
+    record("embed (MiniLM: audit, reward model)", unit, measure(on, lambda: len(embedder.encode(texts, batch_size=32))),
+           on)
+
+
+def _train(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    from safepref.train import DPOTrainingConfig, train_dpo
+
+    pairs = work / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": p.text, "chosen": "I can't help with that.",
+                                         "rejected": p.text[::-1]}) + "\n" for p in saferlhf_prompts()[:16]))
+    config = DPOTrainingConfig(max_steps=args.train_steps, batch_size=4, max_length=128, save_steps=10_000,
+                               precompute_ref_log_probs=False, logging_steps=1)
+    record("train (TRL DPO, LoRA; incl. setup)", unit, measure(
+        device, lambda: train_dpo(lm, pairs, work / "trained", config, device=args.device).steps))
+
+
+def _eval_general(args, lm: str, model, device, work: Path, record, unit: str) -> None:
+    from safepref.eval_general import evaluate_general, make_config
+
+    config = make_config(tasks=("arc_easy",), limit=args.prompts, batch_size=8)
+    record("eval-general (lm-eval arc_easy; incl. load)", unit, measure(device, lambda: evaluate_general(
+        lm, config, work / "general", device=args.device, dtype=args.dtype)["tasks"]["arc_easy"]["n"]))
+
+
+OTHER_STAGES = (("eval-safety", "answer/s", _eval_safety), ("audit", "resp/s", _audit), ("score", "resp/s", _score),
+                ("embed", "text/s", _embed), ("train", "step/s", _train), ("eval-general", "question/s", _eval_general))
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    visible = "no CUDA device visible to torch" if not torch.cuda.is_available() else "CUDA present, not used"
+    return f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()} ({visible})"
+
+
+def print_report(report: dict) -> None:
+    print(f"machine: {report['machine']}")
+    print(f"placement: {report['placement']['device']} {report['placement']['dtype']} ({report['dtype_reason']})")
+    print(f"work: {report['work']}")
+    print(f"{'stage':<44} {'device':<8} {'dtype':<9} {'peak GPU MiB':>12} {'rate':>20}  {'vs plain generate'}")
+    for row in report["stages"]:
+        peak = "-" if row["peak_gpu_mib"] is None else f"{row['peak_gpu_mib']:.0f}"
+        ratio = "" if row["vs_plain_generate"] is None else f"x{row['vs_plain_generate']:.2f}"
+        print(f"{row['stage']:<44} {row['device']:<8} {row['dtype']:<9} {peak:>12} "
+              f"{row['rate']:>9.3g} {row['unit']:<10} {ratio:>10}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128, help="rows per batch, the same for every contender")
+    parser.add_argument("--engines", default="decoder,generate", help="generation engines timed besides auto's")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same architecture (CPU tests)")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        build_model(Path(folder), args.tiny)
+        report = run_checks(args, Path(folder))
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
