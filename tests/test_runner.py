@@ -172,14 +172,14 @@ def test_rate_of_one_draws_without_a_negative_error_bar():
 
 
 def test_asr_figure_counts_n_of_its_own_suite_only(monkeypatch):
-    import safepref.report as report
+    import safepref.report.figures as figures
 
     titles = []
-    monkeypatch.setattr(report, "_figure_to_data_uri", lambda figure: titles.append(figure.axes[0].get_title()) or "")
+    monkeypatch.setattr(figures, "_figure_to_data_uri", lambda figure: titles.append(figure.axes[0].get_title()) or "")
     rows = {"sft": _row("SFT", "sft", 0.5), "self_rm": _row("Self+RM", "rm", 0.2)}
     for row in rows.values():
         row["safety"].append(dict(row["safety"][0], suite="xstest", n=50))
-    report.asr_figure("t", rows, "none", "advbench")
+    figures.asr_figure("t", rows, "none", "advbench")
     assert "(n=100 prompts" in titles[0]
 
 

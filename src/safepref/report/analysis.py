@@ -1,0 +1,230 @@
+"""The report's analysis: what a run folder's artifacts say, gathered into one JSON-able dict.
+
+Reads ``RUN_DIR/manifest.json`` (written by the runner) and the artifacts it names: safety summaries, general
+ability results, audits, training dynamics; adds the data warnings and the checks of the paper's three findings.
+Drawing and writing it out is :mod:`safepref.report.render` and :mod:`safepref.report.figures`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safepref.errors import InputError
+from safepref.io import iter_jsonl
+from safepref.report_benign import add_collapse_check
+from safepref.report_mitigations import mitigation_rows
+from safepref.stats import difference_interval
+
+LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
+          "peer_rm": "Peer+RM", "all_rm": "All+RM", "original": "Original", "self_rm": "Self+RM"}
+MULTI_MODEL = ("hc_self", "gpt4o_self", "stronger_self")
+
+
+def _group(configuration: str) -> str:
+    if configuration == "sft":
+        return "sft"
+    if configuration in MULTI_MODEL:
+        return "multi"
+    return "rm" if configuration in LABELS else "other"
+
+
+def _order(configurations: list[str]) -> list[str]:
+    known = [c for c in LABELS if c in configurations]
+    return known + sorted(c for c in configurations if c not in LABELS)
+
+
+def recipe_label(name: str) -> str:
+    """A recipe's own label (mitigation variants carry one), else its name."""
+    from safepref.recipes import RECIPES_DIR, load_recipe
+
+    if not (RECIPES_DIR / f"{name}.yaml").is_file():
+        return name
+    return load_recipe(name).label or name
+
+
+def _load_json(path: str | None) -> Any:
+    if not path or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------- collect
+
+
+def collect_results(run_dir: Path) -> dict[str, Any]:
+    """Everything the report shows, gathered from the manifest's artifacts into one JSON-able dict."""
+    manifest = _load_json(str(run_dir / "manifest.json"))
+    if manifest is None:
+        raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
+                         path=run_dir)
+    targets: dict[str, Any] = {}
+    for target, configurations in manifest.get("targets", {}).items():
+        rows = {}
+        for name in _order(list(configurations)):
+            entry = configurations[name]
+            row: dict[str, Any] = {"label": LABELS.get(name) or recipe_label(name), "group": _group(name)}
+            safety = [s for s in (_load_json(p) for p in entry.get("safety", [])) if s]
+            row["safety"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])]
+            row["refusal"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])]
+            row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
+            general = _load_json(entry.get("general"))
+            row["general"] = general.get("tasks") if general else None
+            row["benign"] = _load_json(entry.get("benign"))
+            audit = _load_json(entry.get("audit"))
+            if audit:
+                row["audit"] = {
+                    "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
+                    "features": {k: {"accuracy": v["accuracy"], "accuracy_ci": v["accuracy_ci"],
+                                     "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
+                    "pair_diagnostics": audit.get("pair_diagnostics"),
+                }
+            if entry.get("data"):
+                row["data"] = entry["data"]
+            training = entry.get("training")
+            if training:
+                dynamics_path = Path(training["dynamics"])
+                dynamics = [r for _, r in iter_jsonl(dynamics_path)] if dynamics_path.is_file() and \
+                    dynamics_path.stat().st_size else []
+                row["training"] = {"final_loss": training.get("final_loss"), "late_loss": late_loss(dynamics),
+                                   "steps": training.get("steps"),
+                                   "dynamics": dynamics}
+            rows[name] = row
+        targets[target] = rows
+    return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
+            "seed": manifest.get("seed"), "timings": manifest.get("timings"),
+            "n_training_prompts": manifest.get("n_training_prompts"),
+            "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
+            "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
+            "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
+            "mitigations": mitigation_rows(manifest, targets)}
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+def prompt_set_warning(rows: dict[str, Any]) -> str | None:
+    """A warning when configurations of one target train on different prompt sets (their rates compare different
+    data), naming each set's configurations and size."""
+    sets: dict[str, list[str]] = {}
+    for row in rows.values():
+        if row.get("data"):
+            sets.setdefault(row["data"]["prompt_set"], []).append(f"{row['label']} ({row['data']['n_prompts']})")
+    if len(sets) < 2:
+        return None
+    groups = "; ".join(f"set {key}: {', '.join(names)}" for key, names in sets.items())
+    return f"configurations train on different prompt sets (n prompts in brackets), so they compare different data: {groups}"
+
+
+def unjudged_warnings(rows: dict[str, Any]) -> list[str]:
+    """One line per rate whose judge left more than 5% of its rows unjudged (or all of them)."""
+    lines = []
+    for row in rows.values():
+        for result in [*row["safety"], *row["refusal"]]:
+            what = result.get("judge") or result.get("measure")
+            total = result["n"] + result.get("unjudged", 0)
+            if result.get("all_unjudged"):
+                lines.append(f"{row['label']}, {result.get('suite')} {result['attack']} {what}: all {total} rows "
+                             "unjudged (no rate)")
+            elif result.get("unjudged_flag"):
+                lines.append(f"{row['label']}, {result.get('suite')} {result['attack']} {what}: "
+                             f"{result['unjudged']} of {total} rows unjudged ({result['unjudged_share']:.0%}), "
+                             "left out of the rate")
+    return lines
+
+
+def data_warnings(rows: dict[str, Any]) -> list[str]:
+    prompt_sets = prompt_set_warning(rows)
+    return ([prompt_sets] if prompt_sets else []) + unjudged_warnings(rows)
+
+
+# ---------------------------------------------------------------------------------------------- the paper's claims
+
+SELF_RM = "self_rm"
+
+
+def late_loss(dynamics: list[dict[str, Any]]) -> float | None:
+    """Mean DPO loss over the last quarter of the steps (at least 3): one step's loss on a batch of 4 pairs swings
+    between 0.0 and 1.6 in a small run, too noisy to compare configurations by."""
+    losses = [r["loss"] for r in dynamics if r.get("loss") is not None]
+    if not losses:
+        return None
+    tail = losses[-max(3, len(losses) // 4):]
+    return sum(tail) / len(tail)
+
+
+def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str = "none") -> dict[str, Any] | None:
+    return next((r for r in row["safety"] if r["attack"] == attack and r["judge"] == judge and r.get("suite") == suite
+                 and r["asr"] is not None), None)
+
+
+def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """Does this run reproduce the paper's three findings? Each multi-model configuration against Self+RM.
+
+    1. ASR (per judge, harmful suites, no attack): Self+RM lower, with a 95% interval of the difference.
+    2. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set).
+    3. Training dynamics: DPO loss ends lower on multi-model pairs (the shortcut is easy to learn).
+    A finding "holds" when every multi-model configuration differs from Self+RM in the paper's direction and,
+    for ASR, the interval of the difference excludes 0; "direction only" when the direction holds on average;
+    otherwise "reversed", or for ASR "no measurable difference" when no interval excludes 0 the other way.
+    """
+    multi = [name for name in MULTI_MODEL if name in rows]
+    if SELF_RM not in rows or not multi:
+        return []
+    base = rows[SELF_RM]
+    checks = []
+    harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest"]
+    for reference in harmful:
+        claim = f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, n={reference['n']})"
+        unjudged = [rows[name]["label"] for name in [SELF_RM, *multi] if _all_unjudged(rows[name], reference)]
+        if reference["asr"] is None:
+            checks.append({"claim": claim, "self_rm": None, "comparisons": [], "all_unjudged": unjudged,
+                           "verdict": "all unjudged" if unjudged else "not measured"})
+            continue
+        comparisons = []
+        for name in multi:
+            other = _asr_result(rows[name], reference.get("suite"), reference["judge"])
+            if other:
+                k1, k2 = round(other["asr"] * other["n"]), round(reference["asr"] * reference["n"])
+                comparisons.append({"configuration": rows[name]["label"], "value": other["asr"],
+                                    "difference": other["asr"] - reference["asr"],
+                                    "difference_ci95": list(difference_interval(k1, other["n"], k2, reference["n"]))})
+        check = _verdict(claim, reference["asr"], comparisons, needs_ci=True)
+        if unjudged:  # a configuration whose judge decided nothing is named, not silently left out
+            check["all_unjudged"] = unjudged
+        checks.append(check)
+    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
+        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
+                        "difference": feature_result["accuracy"] - result["accuracy"]}
+                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features") or {})
+                                             .get(feature))]
+        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features)",
+                               result["accuracy"], comparisons, needs_ci=False))
+    if (base.get("training") or {}).get("late_loss") is not None:
+        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
+                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
+                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
+        checks.append(_verdict("DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps)",
+                               base["training"]["late_loss"], comparisons, needs_ci=False))
+    return checks
+
+
+def _all_unjudged(row: dict[str, Any], reference: dict[str, Any]) -> bool:
+    return any(r.get("all_unjudged") for r in row["safety"] if r["attack"] == reference["attack"]
+               and r["judge"] == reference["judge"] and r.get("suite") == reference.get("suite"))
+
+
+def _verdict(claim: str, self_rm_value: float, comparisons: list[dict[str, Any]], needs_ci: bool) -> dict[str, Any]:
+    """``difference`` is oriented so that > 0 is the paper's direction."""
+    if not comparisons:
+        verdict = "not measured"
+    elif all(c["difference"] > 0 and (not needs_ci or c["difference_ci95"][0] > 0) for c in comparisons):
+        verdict = "holds"
+    elif sum(c["difference"] for c in comparisons) > 0:
+        verdict = "direction only"
+    elif needs_ci and not any(c["difference_ci95"][1] < 0 for c in comparisons):
+        verdict = "no measurable difference"
+    else:
+        verdict = "reversed"
+    return {"claim": claim, "self_rm": self_rm_value, "comparisons": comparisons, "verdict": verdict}
