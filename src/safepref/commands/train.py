@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -53,28 +54,29 @@ def register(app: typer.Typer) -> None:
                                          "Replaces the training options above."),
     ) -> None:
         """DPO-train MODEL on PAIRS with TRL; resumes an interrupted run in OUT; skips a finished one."""
-        from safepref.train import DPOTrainingConfig, train_dpo
+        from safepref.train import train_dpo
 
-        if config_file is not None:
-            result = train_dpo(model, pairs, out, _config_from_file(config_file), force=force,
-                               device=check_device(device))
-            _report(result, out, as_json)
-            return
-        targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",")]
-        try:
-            config = DPOTrainingConfig(
-                lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_target_modules=targets, beta=beta,
-                loss_type=[t.strip() for t in loss_type.split(",") if t.strip()], learning_rate=learning_rate,
-                lr_scheduler=lr_scheduler, warmup=warmup, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                grad_accum=grad_accum, max_length=max_length, seed=seed, bf16=bf16,
-                gradient_checkpointing=gradient_checkpointing,
-                precompute_ref_log_probs=precompute_ref, group_by_length=group_by_length, save_steps=save_steps,
-                keep_checkpoints=keep_checkpoints, weighting=weighting, ld_alpha=ld_alpha,
-            )
-        except ValidationError as error:
-            raise input_error_from(error) from None
+        config = _config_from_file(config_file) if config_file is not None else _config_from_options(
+            target_modules, loss_type, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, beta=beta,
+            learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup=warmup, epochs=epochs, max_steps=max_steps,
+            batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, bf16=bf16,
+            gradient_checkpointing=gradient_checkpointing, precompute_ref_log_probs=precompute_ref,
+            group_by_length=group_by_length, save_steps=save_steps, keep_checkpoints=keep_checkpoints,
+            weighting=weighting, ld_alpha=ld_alpha)
         result = train_dpo(model, pairs, out, config, force=force, device=check_device(device))
         _report(result, out, as_json)
+
+
+def _config_from_options(target_modules: str, loss_type: str, **fields: Any):
+    """The command's training options as a DPOTrainingConfig: comma lists split, a bad value an InputError."""
+    from safepref.train import DPOTrainingConfig
+
+    targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",")]
+    try:
+        return DPOTrainingConfig(lora_target_modules=targets, loss_type=[t.strip() for t in loss_type.split(",") if t.strip()],
+                                 **fields)
+    except ValidationError as error:
+        raise input_error_from(error) from None
 
 
 def _config_from_file(path: Path):
