@@ -226,9 +226,24 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path,
             if previous.get("key") == key:
                 return previous
 
+    tasks = load_tasks(config.tasks)
+    output, wall_seconds = _run_lm_eval(resolved, placement, tasks, config, out_dir)
+    record = {
+        "key": key, "model": str(model), "pretrained": resolved.pretrained, "adapter": resolved.adapter,
+        "model_identity": resolved.identity, "config": asdict(config), "limit": config.limit,
+        "num_fewshot": config.num_fewshot, "seed": config.seed, "versions": library_versions(),
+        **placement.describe(),
+        "tasks": _task_results(tasks, output, config), "wall_seconds": round(wall_seconds, 1),
+    }
+    write_json_atomic(results_path, record)
+    return json.loads(results_path.read_text())  # the same shape a cached rerun returns
+
+
+def _run_lm_eval(resolved: ResolvedModel, placement: Any, tasks: dict[str, Any], config: GeneralEvalConfig,
+                 out_dir: Path) -> tuple[dict[str, Any], float]:
+    """lm-eval's ``simple_evaluate`` on the loaded tasks, seeded; returns its output and the seconds it took."""
     from lm_eval import simple_evaluate
 
-    tasks = load_tasks(config.tasks)
     model_args: dict[str, Any] = {"pretrained": resolved.pretrained, "tokenizer": resolved.tokenizer,
                                   "dtype": placement.dtype_name}
     if resolved.adapter:
@@ -244,8 +259,11 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path,
             log_samples=False, random_seed=config.seed, numpy_random_seed=config.seed,
             torch_random_seed=config.seed, fewshot_random_seed=config.seed,
         )
-    wall_seconds = time.monotonic() - started
+    return output, time.monotonic() - started
 
+
+def _task_results(tasks: dict[str, Any], output: dict[str, Any], config: GeneralEvalConfig) -> dict[str, Any]:
+    """Per task: its leaderboard metric's value and stderr, n evaluated, shots, the chance level and every metric."""
     per_task = {}
     for name, task in tasks.items():
         scores = output["results"][name]
@@ -259,15 +277,7 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path,
             "n": int(output["n-samples"][name]["effective"]), "num_fewshot": int(output["n-shot"][name]),
             "chance": chance_level(task, evaluated), "metrics": metrics,
         }
-    record = {
-        "key": key, "model": str(model), "pretrained": resolved.pretrained, "adapter": resolved.adapter,
-        "model_identity": resolved.identity, "config": asdict(config), "limit": config.limit,
-        "num_fewshot": config.num_fewshot, "seed": config.seed, "versions": library_versions(),
-        **placement.describe(),
-        "tasks": per_task, "wall_seconds": round(wall_seconds, 1),
-    }
-    write_json_atomic(results_path, record)
-    return json.loads(results_path.read_text())  # the same shape a cached rerun returns
+    return per_task
 
 
 def _number(value: Any) -> float | None:
