@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -48,91 +47,33 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from safepref.errors import InputError
-from safepref.io import AppendLog, file_fingerprint, fingerprint, iter_jsonl, read_pairs, write_json_atomic, write_jsonl_atomic
-from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path, weights_fingerprint
+from safepref.io import file_fingerprint, fingerprint, iter_jsonl, read_pairs, write_json_atomic
+from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path
 from safepref.paths import safepref_home
+from safepref.records import Pair
+from safepref.train_config import (
+    IDENTITY_FILE,
+    NEW_FIELD_DEFAULTS,
+    DPOTrainingConfig,
+    identity_differences,
+    run_identity,
+    training_record,
+)
+from safepref.train_dynamics import cut_dynamics, dynamics_callback, plot_dynamics
 from safepref.versions import package_versions
 
-DYNAMICS_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+__all__ = ["DYNAMICS_FILE", "IDENTITY_FILE", "NEW_FIELD_DEFAULTS", "PLOT_FILE", "SUMMARY_FILE", "DPOTrainingConfig",
+           "TrainResult", "latest_checkpoint", "make_trainer", "plot_dynamics", "ref_logps_cache_dir", "run_identity",
+           "train_dpo", "training_record", "weights_hash"]
+
 SUMMARY_FILE = "train_summary.json"
-IDENTITY_FILE = "safepref-train-identity.json"  # model weights, pairs and settings that checkpoints were made from
 DYNAMICS_FILE = "dynamics.jsonl"
 PLOT_FILE = "dynamics.png"
-
-
-@dataclass(config=ConfigDict(extra="forbid"))  # a misspelt setting is an error, not a silent default
-class DPOTrainingConfig:
-    """Everything that shapes a DPO run. Defaults work on a 2-core CPU with SmolLM2-135M."""
-
-    lora: bool = True
-    """Train a LoRA adapter (True) or every weight (False). With LoRA the reference is the base with the adapter off."""
-    lora_rank: int = Field(16, ge=1)
-    """LoRA rank r."""
-    lora_alpha: int = Field(32, ge=1)
-    """LoRA scaling alpha (the update is scaled by alpha / r)."""
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    """Dropout on the LoRA branch."""
-    lora_target_modules: list[str] | str = "all-linear"
-    """Modules that get an adapter: "all-linear" (every linear layer but the LM head) or names like ["q_proj", "v_proj"]."""
-    beta: float = Field(0.1, gt=0.0)
-    """DPO temperature: how far the policy may move from the reference (smaller = further)."""
-    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"])
-    """TRL loss types (a list; e.g. ["sigmoid"] is the original DPO loss, ["ipo"], ["hinge"], ["robust"])."""
-    learning_rate: float = Field(5e-5, gt=0.0)
-    """Peak AdamW learning rate (5e-5 suits LoRA on a small model; full fine-tunes want ~5e-7 to 5e-6)."""
-    lr_scheduler: str = "linear"
-    """transformers scheduler name: linear, cosine, constant, constant_with_warmup ..."""
-    warmup: float = Field(0.0, ge=0.0)
-    """Warmup: a fraction of all steps if below 1, else a number of steps."""
-    epochs: float = Field(1.0, gt=0.0)
-    """Passes over the pairs (ignored when max_steps is set)."""
-    max_steps: int | None = Field(None, ge=1)
-    """Stop after this many optimizer steps (overrides epochs)."""
-    batch_size: int = Field(4, ge=1)
-    """Pairs per device per forward pass."""
-    grad_accum: int = Field(1, ge=1)
-    """Gradient accumulation steps (effective batch = batch_size x grad_accum x devices)."""
-    max_length: int = Field(512, ge=8)
-    """Longest prompt + answer in tokens; longer sequences are cut at the end (TRL's truncation_mode keep_start)."""
-    seed: int = 0
-    """Seed for the LoRA init, data order and dropout."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (TRL turns it on by default): saves memory on a GPU with a 7B model,
-    costs an extra forward pass; a 135M model on a CPU does not need it."""
-    bf16: bool = False
-    """bfloat16 mixed precision (GPUs; on this CPU bfloat16 was 2x slower than float32)."""
-    precompute_ref_log_probs: bool = True
-    """Compute reference log-probs once before training and cache them beside the pairs (False: a reference forward
-    at every step, as TRL does by default)."""
-    group_by_length: bool = True
-    """Batch pairs of similar token length together (less padding); False samples batches at random."""
-    logging_steps: int = Field(1, ge=1)
-    """Log loss and rewards every this many steps (each logged step is one row of dynamics.jsonl)."""
-    save_steps: int = Field(50, ge=1)
-    """Write a resumable checkpoint every this many steps."""
-    keep_checkpoints: bool = False
-    """Keep checkpoint-* folders after a finished run (they hold optimizer state and are large)."""
-    weighting: Literal["none", "wpo"] = "none"
-    """Pair weighting: "wpo" weights each pair by how likely the policy is to produce it (WPO, arXiv 2406.11827;
-    TRL's ``use_weighting``), so off-policy pairs (another model's answers) count less; "none" is plain DPO."""
-    ld_alpha: float | None = Field(None, ge=0.0, le=1.0)
-    """Length desensitisation (LD-DPO, TRL's ``ld_alpha``): log-probs of tokens beyond the shorter answer's length
-    are scaled by this factor, so a length difference weighs less; None (or 1.0) is plain DPO."""
-
-
-NEW_FIELD_DEFAULTS = {"weighting": "none", "ld_alpha": None}  # fields added after runs were keyed without them
-
-
-def training_record(config: DPOTrainingConfig) -> dict[str, Any]:
-    """The config as recorded and keyed: later-added fields at their default are left out, so runs finished before
-    they existed keep their keys and their summaries still match."""
-    return {k: v for k, v in asdict(config).items() if k not in NEW_FIELD_DEFAULTS or v != NEW_FIELD_DEFAULTS[k]}
 
 
 @dataclass
@@ -162,30 +103,70 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     pairs = read_pairs(pairs_path)  # a bad row fails here, before anything is loaded or written
     base_path = resolve_model_path(model)
     identity = run_identity(model, pairs_path, config)
-    summary_path = out_dir / SUMMARY_FILE
-    if summary_path.is_file() and not force:
-        summary = json.loads(summary_path.read_text())
-        same = (summary.get("pairs_sha256_12") == file_fingerprint(pairs_path) and summary.get("model") == str(model)
-                and summary.get("config") == json.loads(json.dumps(training_record(config)))
-                and (not (out_dir / IDENTITY_FILE).is_file() or not _identity_differences(out_dir, identity)))
-        if not same:
-            raise InputError("holds a finished run of another model, pairs file or config: pass --force to "
-                             "overwrite it, or choose another --out", path=out_dir)
-        return TrainResult(**{**summary["result"], "skipped": True})
+    if (out_dir / SUMMARY_FILE).is_file() and not force:
+        return _finished_run(model, pairs_path, out_dir, config, identity)
+    _prepare_out_dir(out_dir, identity, force)
+    started = time.perf_counter()
+    trainer, output, reference, checkpoint = _run_trainer(model, pairs, out_dir, config, device,
+                                                          base=model if str(model) in REGISTRY else base_path)
+    if not trainer.is_world_process_zero():  # other processes of a multi-GPU run leave the files to the main one
+        return TrainResult(out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step, final_loss=None,
+                           mean_loss=output.training_loss, seconds=round(time.perf_counter() - started, 2),
+                           reference_log_probs=reference)
+    rows = [row for _, row in iter_jsonl(out_dir / DYNAMICS_FILE)] if (out_dir / DYNAMICS_FILE).is_file() else []
+    plot_dynamics(rows, out_dir / PLOT_FILE)
+    if not config.keep_checkpoints:
+        for folder in out_dir.glob("checkpoint-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    result = TrainResult(
+        out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step,
+        final_loss=rows[-1]["loss"] if rows else None, mean_loss=output.training_loss,
+        seconds=round(time.perf_counter() - started, 2), reference_log_probs=reference,
+        resumed_from=checkpoint.name if checkpoint else None,
+    )
+    write_json_atomic(out_dir / SUMMARY_FILE, {  # written last: its presence marks a finished run
+        "model": str(model), "base_path": base_path, "pairs": str(pairs_path),
+        "pairs_sha256_12": file_fingerprint(pairs_path), "config": training_record(config), "result": asdict(result),
+        "versions": package_versions("torch", "transformers", "trl", "peft"), "seed": config.seed, "n_pairs": len(pairs),
+        "final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds,
+    })
+    return result
+
+
+def _finished_run(model: str | Path, pairs_path: Path, out_dir: Path, config: DPOTrainingConfig,
+                  identity: dict[str, Any]) -> TrainResult:
+    """The result recorded in ``out_dir``'s summary (marked skipped) when it was made from these inputs; otherwise
+    an InputError: another run's folder is never overwritten without ``force``."""
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    same = (summary.get("pairs_sha256_12") == file_fingerprint(pairs_path) and summary.get("model") == str(model)
+            and summary.get("config") == json.loads(json.dumps(training_record(config)))
+            and (not (out_dir / IDENTITY_FILE).is_file() or not identity_differences(out_dir, identity)))
+    if not same:
+        raise InputError("holds a finished run of another model, pairs file or config: pass --force to "
+                         "overwrite it, or choose another --out", path=out_dir)
+    return TrainResult(**{**summary["result"], "skipped": True})
+
+
+def _prepare_out_dir(out_dir: Path, identity: dict[str, Any], force: bool) -> None:
+    """Clear a forced rerun's checkpoints, dynamics and summary; refuse checkpoints made from other inputs; record
+    this run's identity before any checkpoint is written (what a resume must match)."""
     if force and out_dir.exists():
-        for stale in [*out_dir.glob("checkpoint-*"), out_dir / DYNAMICS_FILE, summary_path]:
+        for stale in [*out_dir.glob("checkpoint-*"), out_dir / DYNAMICS_FILE, out_dir / SUMMARY_FILE]:
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    if not force and latest_checkpoint(out_dir) is not None and (differs := _identity_differences(out_dir, identity)):
+    if not force and latest_checkpoint(out_dir) is not None and (differs := identity_differences(out_dir, identity)):
         raise InputError(f"holds checkpoints made from other {differs}: pass --force to start over, or choose "
                          "another --out", path=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / IDENTITY_FILE, identity)  # before any checkpoint: what a resume must match
-    started = time.perf_counter()
+    write_json_atomic(out_dir / IDENTITY_FILE, identity)
 
+
+def _run_trainer(model: str | Path, pairs: list[Pair], out_dir: Path, config: DPOTrainingConfig, device: str, *,
+                 base: str | Path) -> tuple[Any, Any, str, Path | None]:
+    """Load the model, train (resuming from the latest checkpoint) and save it; returns the trainer, its output, where
+    the reference log-probs came from, and the checkpoint resumed from."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import DPOConfig
 
     dataset = Dataset.from_list([
         {"prompt": [m.model_dump() for m in p.prompt], "chosen": [m.model_dump() for m in p.chosen],
@@ -195,8 +176,34 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
     tokenizer = load_tokenizer(model)
     policy = load_model(model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     reference_hash = weights_hash(policy) if config.precompute_ref_log_probs else None  # before LoRA wraps it
-    use_cpu = _training_device(device).type == "cpu"
-    args = DPOConfig(
+    args = _dpo_args(config, out_dir, use_cpu=_training_device(device).type == "cpu")
+    peft_config = None
+    if config.lora:
+        peft_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+
+    checkpoint = latest_checkpoint(out_dir)
+    dynamics_path = out_dir / DYNAMICS_FILE
+    cut_dynamics(dynamics_path, after_step=_checkpoint_step(checkpoint) if checkpoint else 0)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs on stdout: keep stdout for --json
+        trainer = make_trainer(
+            reference_hash, model=policy, ref_model=None, args=args, train_dataset=dataset,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=[dynamics_callback(dynamics_path)],
+        )
+        reference = trainer.reference_source
+        print(f"safepref train: {len(pairs)} pairs, reference log-probs {reference}"
+              + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    _save_model(trainer, tokenizer, out_dir, base=base, lora=config.lora)
+    return trainer, output, reference, checkpoint
+
+
+def _dpo_args(config: DPOTrainingConfig, out_dir: Path, *, use_cpu: bool):
+    """TRL's ``DPOConfig`` for these settings."""
+    from trl import DPOConfig
+
+    return DPOConfig(
         output_dir=str(out_dir),
         beta=config.beta,
         loss_type=list(config.loss_type),
@@ -225,67 +232,6 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
         use_weighting=config.weighting == "wpo",
         ld_alpha=config.ld_alpha,
     )
-    peft_config = None
-    if config.lora:
-        peft_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
-
-    checkpoint = latest_checkpoint(out_dir)
-    dynamics_path = out_dir / DYNAMICS_FILE
-    _cut_dynamics(dynamics_path, after_step=_checkpoint_step(checkpoint) if checkpoint else 0)
-    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs on stdout: keep stdout for --json
-        trainer = make_trainer(
-            reference_hash, model=policy, ref_model=None, args=args, train_dataset=dataset,
-            processing_class=tokenizer, peft_config=peft_config, callbacks=[_dynamics_callback(dynamics_path)],
-        )
-        reference = trainer.reference_source
-        print(f"safepref train: {len(pairs)} pairs, reference log-probs {reference}"
-              + (f", resuming from {checkpoint.name}" if checkpoint else ""))
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    _save_model(trainer, tokenizer, out_dir, base=model if str(model) in REGISTRY else base_path, lora=config.lora)
-    if not trainer.is_world_process_zero():  # other processes of a multi-GPU run leave the files to the main one
-        return TrainResult(out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step, final_loss=None,
-                           mean_loss=output.training_loss, seconds=round(time.perf_counter() - started, 2),
-                           reference_log_probs=reference)
-    rows = [row for _, row in iter_jsonl(dynamics_path)] if dynamics_path.is_file() else []
-    plot_dynamics(rows, out_dir / PLOT_FILE)
-    if not config.keep_checkpoints:
-        for folder in out_dir.glob("checkpoint-*"):
-            shutil.rmtree(folder, ignore_errors=True)
-    result = TrainResult(
-        out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step,
-        final_loss=rows[-1]["loss"] if rows else None, mean_loss=output.training_loss,
-        seconds=round(time.perf_counter() - started, 2), reference_log_probs=reference,
-        resumed_from=checkpoint.name if checkpoint else None,
-    )
-    write_json_atomic(summary_path, {  # written last: its presence marks a finished run
-        "model": str(model), "base_path": base_path, "pairs": str(pairs_path),
-        "pairs_sha256_12": file_fingerprint(pairs_path), "config": training_record(config), "result": asdict(result),
-        "versions": package_versions("torch", "transformers", "trl", "peft"), "seed": config.seed, "n_pairs": len(pairs),
-        "final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds,
-    })
-    return result
-
-
-# ---------------------------------------------------------------------------------------------- identity
-
-
-def run_identity(model: str | Path, pairs_path: Path, config: DPOTrainingConfig) -> dict[str, Any]:
-    """What a run's checkpoints are made from: the model's weights, the pairs' bytes and every training setting."""
-    return {"model_weights": weights_fingerprint(model), "pairs": file_fingerprint(pairs_path, length=24),
-            "settings": json.loads(json.dumps(training_record(config)))}
-
-
-def _identity_differences(out_dir: Path, identity: dict[str, Any]) -> str:
-    """'' when ``out_dir`` was made from ``identity``; otherwise what differs ("pairs, settings"), or "inputs (no
-    record of them)" for a folder written before runs recorded their identity."""
-    path = out_dir / IDENTITY_FILE
-    if not path.is_file():
-        return "inputs (the folder has no record of them)"
-    recorded = json.loads(path.read_text())
-    names = {"model_weights": "model weights", "pairs": "pairs", "settings": "settings"}
-    return ", ".join(names[k] for k in identity if recorded.get(k) != identity[k])
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -375,37 +321,6 @@ def _training_device(device: str):
     return resolved
 
 
-def _dynamics_callback(path: Path):
-    from transformers import TrainerCallback
-
-    class DynamicsCallback(TrainerCallback):
-        """Appends loss and rewards of every logged training step to dynamics.jsonl (one row per step)."""
-
-        def __init__(self) -> None:
-            self.log = AppendLog(path, key_of=lambda row: str(row["step"]))
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero:  # one writer in a multi-GPU run
-                return
-            if logs and "loss" in logs and "rewards/chosen" in logs:
-                row = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch),
-                       "learning_rate": logs.get("learning_rate")}
-                row.update({key: float(logs[key]) for key in DYNAMICS_KEYS if key in logs})
-                self.log.append([row])
-
-    return DynamicsCallback()
-
-
-def _cut_dynamics(path: Path, after_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from: those steps are trained again."""
-    if not path.is_file():
-        return
-    rows = AppendLog(path, key_of=lambda row: str(row["step"])).rows()  # opening it also cuts a torn last line
-    kept = [row for row in rows if row["step"] <= after_step]
-    if len(kept) != len(rows):
-        write_jsonl_atomic(path, kept)
-
-
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` folder (one with its trainer_state.json), or None."""
     complete = [p for p in out_dir.glob("checkpoint-*")
@@ -427,38 +342,3 @@ def _save_model(trainer: Any, tokenizer: Any, out_dir: Path, *, base: str, lora:
         adapter.peft_config["default"].base_model_name_or_path = str(base)
         adapter.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-
-
-# ---------------------------------------------------------------------------------------------- plot
-
-
-def plot_dynamics(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Loss (with ln 2, the untrained value) and the rewards per step, as a two-panel PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [row["step"] for row in rows]
-    figure, (loss_axis, reward_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    loss_axis.plot(steps, [row.get("loss") for row in rows], marker=".", label="DPO loss")
-    loss_axis.axhline(math.log(2), color="grey", linestyle="--", linewidth=0.8, label="ln 2 (no preference)")
-    loss_axis.set_xlabel("step")
-    loss_axis.set_title("loss")
-    loss_axis.legend()
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
-        reward_axis.plot(steps, [row.get(key) for row in rows], marker=".", label=key.split("/")[1])
-    accuracy_axis = reward_axis.twinx()
-    accuracy_axis.plot(steps, [row.get("rewards/accuracies") for row in rows], color="black", linestyle=":",
-                       label="accuracy")
-    accuracy_axis.set_ylim(-0.05, 1.05)
-    accuracy_axis.set_ylabel("reward accuracy")
-    reward_axis.set_xlabel("step")
-    reward_axis.set_title("implicit rewards")
-    reward_axis.legend(loc="upper left")
-    figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
