@@ -18,145 +18,33 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from safepref import models
-from safepref.errors import InputError, input_error_from
-from safepref.io import file_fingerprint, read_yaml_record, write_json_atomic
+from safepref.errors import InputError
+from safepref.io import file_fingerprint, write_json_atomic
 from safepref.keys import content_key, prompt_set_key, stage_key
-from safepref.launch import LaunchSettings, split_training
 from safepref.paths import slug
+from safepref.runner_config import (
+    SFT,
+    AuditSpec,
+    BenignSpec,
+    ExperimentConfig,
+    GeneralSpec,
+    GenerationSpec,
+    PromptSpec,
+    SafetySpec,
+    TargetSpec,
+    load_config,
+)
 from safepref.versions import package_versions
 
-SFT = "sft"  # the configuration without DPO: the target as it is
+__all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
+           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
+
 # the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
 FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
                         "human-rejected": {"human_rejected", "all"}}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TargetSpec(_Strict):
-    model: str = Field(description="the model DPO trains: registry name, HF id or folder")
-    stronger: str | None = Field(models.STRONGER_MODEL, description="source of the `stronger` alias")
-    peers: list[str] = Field(default_factory=lambda: ["gemma3-270m"], description="sources of the `peers` alias")
-    recipes: list[str] | None = Field(None, description="configurations for this target (default: the top-level list)")
-    training: dict[str, Any] = Field(default_factory=dict,
-                                     description="DPOTrainingConfig fields for this target, over the top-level ones")
-
-
-class PromptSpec(_Strict):
-    dataset: str = Field("saferlhf", description="bundled dataset name or path[:column] of training prompts")
-    limit: int | None = Field(None, ge=1, description="first N prompts (after the filter below)")
-    require: list[str] = Field(default_factory=list,
-                               description="keep only prompts that these fixed answer sets answer (e.g. [gpt4o])")
-
-
-class GenerationSpec(_Strict):
-    samples: int = Field(5, ge=2, description="k sampled answers per prompt for Self+RM and peer pools")
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = 0.5
-    top_k: int = Field(50, ge=0, description="top-k filter when sampling (0: off)")
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2
-    no_repeat_ngram_size: int = 3
-    batch_size: int | None = Field(None, ge=1, description="sequences per batch (default: the stage's own)")
-    backend: str = Field("transformers", description="transformers, or vllm on GPUs (generation and eval-safety)")
-    engine: str = Field("auto", description="transformers backend: auto, decoder, generate or generate-static")
-
-
-class SafetySpec(_Strict):
-    suites: list[str] = Field(default_factory=lambda: ["advbench"], description="advbench, xstest or path:column")
-    limit: int | None = Field(100, ge=1, description="first N prompts of each suite (the paper: 100 AdvBench)")
-    attacks: list[str] = Field(default_factory=lambda: ["none"])
-    judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"])
-    max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
-    judge_model: str | None = Field(None, description="openai:<model> for the llm judge")
-
-
-class GeneralSpec(_Strict):
-    tasks: list[str] = Field(default_factory=lambda: ["arc_easy", "arc_challenge", "hellaswag", "mmlu",
-                                                      "truthfulqa_mc2", "winogrande"])
-    limit: int | None = Field(50, ge=1)
-    num_fewshot: int = Field(0, ge=0)
-    batch_size: int = Field(8, ge=1)
-
-
-class BenignSpec(_Strict):
-    pools: list[str] = Field(default_factory=lambda: ["harmless-instructions", "xstest-safe"],
-                             description="benign prompt pools (safepref.eval_benign)")
-    limit: int | None = Field(100, ge=1, description="benign prompts in all, split evenly between the pools")
-    max_new_tokens: int | None = Field(None, ge=1, description="default: safety.max_new_tokens, so eval-safety's "
-                                                               "XSTest answers are reused, not generated again")
-
-
-class AuditSpec(_Strict):
-    features: list[str] = Field(default_factory=lambda: ["shallow", "embed"])
-    folds: int = Field(5, ge=2)
-
-
-class ExperimentConfig(_Strict):
-    """One experiment grid. Unknown keys anywhere are errors naming the key."""
-
-    name: str
-    seed: int = 0
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="where every stage runs its models: auto (CUDA when present), cpu, cuda, cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="model precision: auto (the device policy, see safepref.device) or a dtype")
-    targets: list[TargetSpec]
-    prompts: PromptSpec = Field(default_factory=PromptSpec)
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    reward_model: str = "safety-bt"
-    recipes: list[str] = Field(default_factory=lambda: [SFT, "original", "hc_self", "gpt4o_self", "stronger_self",
-                                                        "peer_rm", "all_rm", "self_rm"])
-    training: dict[str, Any] = Field(default_factory=dict, description="DPOTrainingConfig fields")
-    safety: SafetySpec = Field(default_factory=SafetySpec)
-    general: GeneralSpec | None = Field(default_factory=GeneralSpec, description="null to skip general ability")
-    audit: AuditSpec | None = Field(default_factory=AuditSpec, description="null to skip the audit")
-    benign: BenignSpec | None = Field(default_factory=BenignSpec,
-                                      description="answer quality on benign prompts, against SFT; null to skip")
-
-    def recipes_for(self, target: TargetSpec) -> list[str]:
-        return target.recipes if target.recipes is not None else self.recipes
-
-    def training_for(self, target: TargetSpec) -> dict[str, Any]:
-        # a bigger model wants a gentler learning rate than a small one: targets may override any field
-        return split_training({"seed": self.seed, **self.training, **target.training})[0]
-
-    def launch_for(self, target: TargetSpec) -> LaunchSettings:
-        """How this target trains (``training.launcher`` / ``accelerate_config``, see safepref.launch)."""
-        return split_training({**self.training, **target.training})[1]
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML; errors name the file and the offending key."""
-    path = Path(path)
-    config = read_yaml_record(path, ExperimentConfig)
-    from safepref.recipes import load_recipe
-    from safepref.train import DPOTrainingConfig
-
-    checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
-    for index, target in enumerate(config.targets):
-        field = f"targets[{index}].training" if target.training else "training"
-        try:
-            config.launch_for(target)
-        except ValidationError as error:
-            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
-        checks.append((field, config.training_for(target)))
-        for recipe in config.recipes_for(target):
-            if recipe != SFT and (overrides := load_recipe(recipe).training):
-                checks.append((f"recipe {recipe}: training", {**config.training_for(target), **overrides}))
-    for field, settings in checks:
-        try:
-            DPOTrainingConfig(**settings)
-        except ValidationError as error:
-            raise input_error_from(error, path=path, field_prefix=field, context="bad training setting") from None
-    return config
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -293,66 +181,82 @@ class Run:
         return out
 
     def run(self) -> dict[str, Any]:
-        from safepref.build import read_responses
         from safepref.data import prompt_id
-        from safepref.recipes import load_recipe
-        from safepref.score import ScoreConfig, score_responses
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
         prompts = self._timed("prompts", self.training_prompts)
-        prompt_ids = {p.id for p in prompts}
         self.manifest["n_training_prompts"] = len(prompts)
         # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
         self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
         for target in self.config.targets:
-            label = models.model_label(target.model)
-            recipes = self.config.recipes_for(target)
-            needs_pairs = [r for r in recipes if r != SFT]
-            response_files = self.responses_for(target, prompts) if needs_pairs else []
-            self._save()
-            scores = None
-            if response_files:
-                responses = read_responses(response_files)
-                scores = self._timed(f"score {label}", lambda r=responses: score_responses(
-                    r, self.config.reward_model, self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
-                    ScoreConfig(device=self.config.device, dtype=self.config.dtype)))
-            for recipe in recipes:
-                entry = self._entry(label, recipe)
-                model_for_eval = target.model
-                if recipe != SFT:
-                    variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
-                    pairs = self._timed(f"build {label} {variant.base or recipe}",
-                                        lambda r=variant.base or recipe, t=target, f=response_files, s=scores:
-                                        self.pairs_for(t, r, f, s, prompt_ids))
-                    if variant.base:
-                        entry["base"] = variant.base
-                    if variant.debias:
-                        pairs, entry["debias"] = self._timed(f"debias {label} {recipe}",
-                                                             lambda p=pairs, t=target, v=variant: self.debias(t, p, v))
-                    entry["pairs"] = str(pairs)
-                    entry["data"] = pairs_data(pairs)
-                    if self.config.audit:
-                        entry["audit"] = self._timed(f"audit {label} {recipe}", lambda p=pairs: self.audit(p))
-                    entry["training"] = self._timed(f"train {label} {recipe}",
-                                                    lambda p=pairs, t=target, v=variant: self.train(t, p, v.training))
-                    model_for_eval = entry["training"]["out_dir"]
-                    self._save()
-                entry["safety"] = self._timed(f"safety {label} {recipe}",
-                                              lambda m=model_for_eval: self.safety(m))
-                self._save()
-                if self.config.benign:
-                    entry["benign"] = self._timed(f"benign {label} {recipe}", lambda m=model_for_eval, t=target,
-                                                  s=entry["safety"]: self.benign(t, m, s))
-                    self._save()
-                if self.config.general:
-                    entry["general"] = self._timed(f"general {label} {recipe}",
-                                                   lambda m=model_for_eval: self.general(m))
-                    self._save()
+            self.run_target(target, prompts)
         self._save()
         from safepref.report import write_report
 
         return write_report(self.dir)
+
+    def run_target(self, target: TargetSpec, prompts) -> None:
+        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate."""
+        label = models.model_label(target.model)
+        recipes = self.config.recipes_for(target)
+        needs_pairs = [r for r in recipes if r != SFT]
+        response_files = self.responses_for(target, prompts) if needs_pairs else []
+        self._save()
+        scores = None
+        if response_files:
+            from safepref.build import read_responses
+
+            responses = read_responses(response_files)
+            scores = self._timed(f"score {label}", lambda: self.score(responses))
+        prompt_ids = {p.id for p in prompts}
+        for recipe in recipes:
+            entry = self._entry(label, recipe)
+            model_for_eval = target.model
+            if recipe != SFT:
+                model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
+            self.evaluate_configuration(target, recipe, entry, model_for_eval)
+
+    def score(self, responses) -> list:
+        """The reward model's scores of every answer (appended to one scores file per reward model)."""
+        from safepref.score import ScoreConfig, score_responses
+
+        return score_responses(responses, self.config.reward_model,
+                               self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
+                               ScoreConfig(device=self.config.device, dtype=self.config.dtype))
+
+    def train_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
+                            scores, prompt_ids: set[str]) -> str:
+        """Build (and debias) the recipe's pairs, audit them, train on them; returns the trained model's folder."""
+        from safepref.recipes import load_recipe
+
+        label = models.model_label(target.model)
+        variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
+        pairs = self._timed(f"build {label} {variant.base or recipe}",
+                            lambda: self.pairs_for(target, variant.base or recipe, response_files, scores, prompt_ids))
+        if variant.base:
+            entry["base"] = variant.base
+        if variant.debias:
+            pairs, entry["debias"] = self._timed(f"debias {label} {recipe}", lambda: self.debias(target, pairs, variant))
+        entry["pairs"] = str(pairs)
+        entry["data"] = pairs_data(pairs)
+        if self.config.audit:
+            entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
+        entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
+        self._save()
+        return entry["training"]["out_dir"]
+
+    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
+        """Safety, then answer quality on benign prompts and general ability, each as the config asks."""
+        label = models.model_label(target.model)
+        entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
+        self._save()
+        if self.config.benign:
+            entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
+            self._save()
+        if self.config.general:
+            entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
+            self._save()
 
     def audit(self, pairs_path: Path) -> str:
         from safepref.audit import AuditConfig, audit_pairs
