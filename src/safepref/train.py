@@ -56,20 +56,13 @@ from safepref.io import file_fingerprint, fingerprint, iter_jsonl, read_pairs, w
 from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path
 from safepref.paths import safepref_home
 from safepref.records import Pair
-from safepref.train_config import (
-    IDENTITY_FILE,
-    NEW_FIELD_DEFAULTS,
-    DPOTrainingConfig,
-    identity_differences,
-    run_identity,
-    training_record,
-)
+from safepref.train_config import IDENTITY_FILE, DPOTrainingConfig, identity_differences, run_identity, training_record
 from safepref.train_dynamics import cut_dynamics, dynamics_callback, plot_dynamics
 from safepref.versions import package_versions
 
-__all__ = ["DYNAMICS_FILE", "IDENTITY_FILE", "NEW_FIELD_DEFAULTS", "PLOT_FILE", "SUMMARY_FILE", "DPOTrainingConfig",
-           "TrainResult", "latest_checkpoint", "make_trainer", "plot_dynamics", "ref_logps_cache_dir", "run_identity",
-           "train_dpo", "training_record", "weights_hash"]
+__all__ = ["DYNAMICS_FILE", "IDENTITY_FILE", "PLOT_FILE", "SUMMARY_FILE", "DPOTrainingConfig", "TrainResult",
+           "latest_checkpoint", "make_trainer", "plot_dynamics", "ref_logps_cache_dir", "run_identity", "train_dpo",
+           "training_record", "weights_hash"]
 
 SUMMARY_FILE = "train_summary.json"
 DYNAMICS_FILE = "dynamics.jsonl"
