@@ -1,4 +1,4 @@
-"""Throughput of the classifier judge (target: at least 200 responses/s on 2 cores).
+"""Throughput of the classifier judge (target: at least 200 responses/s on 2 cores); exits 1 when missed.
 
 Anchor, measured in the same run on the same responses: the keyword judge (plain substring matching), so the
 printed ratio says how much slower than a string match the classifier is, whatever the machine's load.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 from safepref.judges import get_judge, read_judge_rows
+
+TARGET = 200  # responses per second, wall clock, 2 cores
 
 
 def throughput(judge, rows, repeats: int = 3) -> tuple[float, float]:
@@ -24,7 +26,7 @@ def throughput(judge, rows, repeats: int = 3) -> tuple[float, float]:
     return len(rows) / best_wall, len(rows) / best_cpu
 
 
-def main() -> None:
+def main() -> int:
     rows = read_judge_rows("gptfuzz-eval")  # 1,540 real responses, many of them long
     classifier = get_judge("classifier")
     classifier.judge(rows[:10])  # load (or build and cache) the fitted model outside the timing
@@ -32,9 +34,14 @@ def main() -> None:
     wall, cpu = throughput(classifier, rows)
     print(f"keyword judge (anchor): {anchor_wall:,.0f} responses/s wall, {anchor_cpu:,.0f} per CPU second")
     print(f"classifier judge: {wall:,.0f} responses/s wall, {cpu:,.0f} per CPU second "
-          f"on {len(rows)} GPTFuzz responses (target >= 200)")
+          f"on {len(rows)} GPTFuzz responses (target >= {TARGET})")
     print(f"ratio classifier/anchor (wall): {wall / anchor_wall:.4f}")
+    if wall < TARGET:
+        print(f"FAIL: {wall:,.0f} responses/s < {TARGET}")
+        return 1
+    print("OK")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,6 +9,10 @@ call too. Random weights rarely draw end-of-sequence, so both sides generate abo
     HF_HUB_OFFLINE=1 PYTHONPATH=src python scripts/gpu_check.py                     # on the GPU machine
     HF_HUB_OFFLINE=1 PYTHONPATH=src python scripts/gpu_check.py --tiny --prompts 4  # a quick look on a CPU
 
+A GPU machine without the bundled model packages gets the architectures as a small folder (configs and tokenizers,
+no weights): ``--export-architecture DIR`` writes it where the packages are installed, ``--architecture DIR``
+reads it there. A stage that fails is reported with its error and the others still run.
+
 On a machine without CUDA it says so and reports the CPU: device ``cpu`` and no GPU memory figure.
 """
 
@@ -36,11 +40,41 @@ from safepref.generate import GenerationConfig, choose_engine, generate_response
 STAGES = ("generate", "eval-safety", "audit", "score", "embed", "train", "eval-general")
 
 
-def build_model(folder: Path, tiny: bool) -> None:
+ARCHITECTURE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                      "chat_template.jinja", "special_tokens_map.json", "vocab.txt", "modules.json",
+                      "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json")
+
+
+def export_architecture(target: Path) -> None:
+    """Copy the bundled target's and embedder's configs and tokenizers (no weights) into ``target/{lm,embedder}``."""
+    import shutil
+
+    for name, source in (("lm", models.prepare_model(models.DEFAULT_TARGET)),
+                         ("embedder", models.prepare_model(models.EMBEDDING_MODEL))):
+        for relative in ARCHITECTURE_FILES:
+            if (Path(source) / relative).is_file():
+                (target / name / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(source) / relative, target / name / relative)
+
+
+def build_embedder(folder: Path, architecture: Path) -> None:
+    """A random-weight sentence-transformers model with MiniLM's architecture, pooling and tokenizer."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModel
+
+    shutil.copytree(architecture / "embedder", folder / "embedder")
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(architecture / "embedder")).save_pretrained(folder / "embedder")
+
+
+def build_model(folder: Path, tiny: bool, architecture: Path | None = None) -> None:
     """A random-weight causal LM and a one-logit sequence classifier with SmolLM2's config and tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    bundled = models.prepare_model(models.DEFAULT_TARGET)
+    bundled = architecture / "lm" if architecture else models.prepare_model(models.DEFAULT_TARGET)
+    if architecture:
+        build_embedder(folder, architecture)
     config = AutoConfig.from_pretrained(bundled)
     if tiny:  # the same architecture, shrunk so a CPU test takes seconds
         config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
@@ -108,16 +142,32 @@ def run_checks(args: argparse.Namespace, folder: Path) -> dict:
 
     wanted = [s.strip() for s in args.stages.split(",")]
     work = Path(tempfile.mkdtemp(dir=folder))
+    args.embedder = str(folder / "embedder") if (folder / "embedder").is_dir() else models.EMBEDDING_MODEL
     _generation_checks(args, lm, model, placement.device, work, record, "generate" in wanted)
+    rows.extend(FAILURES)
+    FAILURES.clear()
     for stage, unit, check in OTHER_STAGES:
         if stage in wanted:
-            check(args, lm, model, placement.device, work, record, unit)
+            try:
+                check(args, lm, model, placement.device, work, record, unit)
+            except Exception as error:  # one broken stage must not cost the figures of the others
+                record_failure(stage, unit, error)
+            rows.extend(FAILURES)
+            FAILURES.clear()
     baseline = rows[0]["rate"]
     for row in rows:
         row["vs_plain_generate"] = row["rate"] / baseline if row["unit"] == "tok/s" else None
     return {"machine": machine(placement.device), "placement": placement.describe(), "dtype_reason": placement.reason,
             "work": {"prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
-                     "batch_rows": args.batch_size, "tiny": args.tiny}, "stages": rows}
+                     "batch_rows": args.batch_size, "tiny": args.tiny, "repeats": args.repeats}, "stages": rows}
+
+
+def record_failure(stage: str, unit: str, error: Exception) -> None:
+    FAILURES.append({"stage": stage, "device": "-", "dtype": "-", "peak_gpu_mib": None, "rate": 0.0, "unit": unit,
+                     "seconds": 0.0, "error": f"{type(error).__name__}: {error}"[:300]})
+
+
+FAILURES: list[dict] = []
 
 
 def _generation_checks(args, lm: str, model, device, work: Path, record, stage_too: bool) -> None:
@@ -128,16 +178,35 @@ def _generation_checks(args, lm: str, model, device, work: Path, record, stage_t
                               device=args.device, dtype=args.dtype)
     texts = sorted((render_prompt(tokenizer, p.text, chat=True) for p in prompts),
                    key=lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]))
-    plain_generate(model, tokenizer, texts[:1], config)  # warm-up
-    record("plain model.generate (warmed)", "tok/s", measure(device, lambda: plain_generate(model, tokenizer, texts,
-                                                                                              config)))
+    contenders = {"plain model.generate (warmed)": lambda: plain_generate(model, tokenizer, texts, config)}
     engines = [choose_engine("auto", device)] + [e for e in args.engines.split(",") if e and e != "auto"]
-    for engine in dict.fromkeys(engines) if stage_too else []:
-        engine_config = dataclasses.replace(config, engine=engine)
-        with reusing(model):
-            generate_responses(prompts[:1], lm, work / f"warm-{engine}.jsonl", engine_config)
-            record(f"safepref generate ({engine})", "tok/s", measure(device, lambda c=engine_config: sum(
-                r.n_tokens for r in generate_responses(prompts, lm, work / f"{c.engine}.jsonl", c))))
+    with reusing(model):
+        plain_generate(model, tokenizer, texts[:1], config)  # warm-up
+        for engine in dict.fromkeys(engines) if stage_too else []:
+            engine_config = dataclasses.replace(config, engine=engine)
+            try:  # a warm-up on one prompt; a contender that fails is reported and the others still run
+                generate_responses(prompts[:1], lm, work / f"warm-{engine}.jsonl", engine_config)
+            except Exception as error:
+                record_failure(f"safepref generate ({engine})", "tok/s", error)
+                continue
+            contenders[f"safepref generate ({engine})"] = (
+                lambda c=engine_config, n=[0]: _stage_tokens(prompts, lm, work, c, n))
+        # rounds in alternating order (the second round reversed), each contender's median kept: clocks and caches
+        # warm up over a run, and one fixed order would hand that to whoever goes last
+        timings: dict[str, list[tuple[float, float, float | None]]] = {name: [] for name in contenders}
+        for round_ in range(args.repeats):
+            for name in (list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]):
+                timings[name].append(measure(device, contenders[name]))
+    for name, results in timings.items():
+        units, seconds, peak = sorted(results, key=lambda r: r[0] / r[1])[len(results) // 2]
+        record(name, "tok/s", (units, seconds, max((r[2] for r in results if r[2] is not None), default=None)))
+
+
+def _stage_tokens(prompts, lm: str, work: Path, config: GenerationConfig, calls: list[int]) -> int:
+    """safepref's generate stage on the prompts, into a fresh file each call (so nothing is resumed)."""
+    calls[0] += 1
+    out = work / f"{config.engine}-{calls[0]}.jsonl"
+    return sum(r.n_tokens for r in generate_responses(prompts, lm, out, config))
 
 
 def _eval_safety(args, lm: str, model, device, work: Path, record, unit: str) -> None:
@@ -154,11 +223,11 @@ def _audit(args, lm: str, model, device, work: Path, record, unit: str) -> None:
     from safepref.audit import hidden_state_features
     from safepref.records import Message
 
-    items = [([Message(role="user", content=p.text)], p.text[::-1]) for p in saferlhf_prompts()[:args.prompts * 4]]
-    with reusing(model):
-        hidden_state_features(items[:2], lm, -1, 8, 256, device=args.device, dtype=args.dtype)  # warm-up
+    items = [([Message(role="user", content=p.text)], p.text[::-1]) for p in saferlhf_prompts()[:args.prompts * 8]]
+    with reusing(model):  # the stage's own batch size for the device (None)
+        hidden_state_features(items[:2], lm, -1, None, 256, device=args.device, dtype=args.dtype)  # warm-up
         record("audit hidden states", unit, measure(device, lambda: len(hidden_state_features(
-            items, lm, -1, 8, 256, device=args.device, dtype=args.dtype))))
+            items, lm, -1, None, 256, device=args.device, dtype=args.dtype))))
 
 
 def _score(args, lm: str, model, device, work: Path, record, unit: str) -> None:
@@ -173,7 +242,7 @@ def _score(args, lm: str, model, device, work: Path, record, unit: str) -> None:
 
 
 def _embed(args, lm: str, model, device, work: Path, record, unit: str) -> None:
-    embedder = models.load_embedder(models.EMBEDDING_MODEL, device=args.device)
+    embedder = models.load_embedder(args.embedder, device=args.device)
     on = torch.device(str(embedder.device))
     texts = [p.text for p in saferlhf_prompts()[:args.prompts * 8]]
     embedder.encode(texts[:2])  # warm-up
@@ -207,7 +276,10 @@ OTHER_STAGES = (("eval-safety", "answer/s", _eval_safety), ("audit", "resp/s", _
 
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+        import transformers
+
+        return (f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__}, "
+                f"transformers {transformers.__version__})")
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -223,6 +295,9 @@ def print_report(report: dict) -> None:
     print(f"work: {report['work']}")
     print(f"{'stage':<44} {'device':<8} {'dtype':<9} {'peak GPU MiB':>12} {'rate':>20}  {'vs plain generate'}")
     for row in report["stages"]:
+        if "error" in row:
+            print(f"{row['stage']:<44} FAILED: {row['error']}")
+            continue
         peak = "-" if row["peak_gpu_mib"] is None else f"{row['peak_gpu_mib']:.0f}"
         ratio = "" if row["vs_plain_generate"] is None else f"x{row['vs_plain_generate']:.2f}"
         print(f"{row['stage']:<44} {row['device']:<8} {row['dtype']:<9} {peak:>12} "
@@ -240,15 +315,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engines", default="decoder,generate", help="generation engines timed besides auto's")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of each generation contender (median)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same architecture (CPU tests)")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--architecture", type=Path, help="configs + tokenizers folder (see --export-architecture)")
+    parser.add_argument("--export-architecture", type=Path, help="write that folder from the bundled models and stop")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.export_architecture:
+        export_architecture(args.export_architecture)
+        return {}
     with tempfile.TemporaryDirectory() as folder:
-        build_model(Path(folder), args.tiny)
+        build_model(Path(folder), args.tiny, args.architecture)
         report = run_checks(args, Path(folder))
     print_report(report)
     if args.json:

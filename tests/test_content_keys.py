@@ -43,6 +43,8 @@ def test_weights_fingerprint_changes_when_the_folder_weights_change(tmp_path):
     assert weights_fingerprint(str(folder)) == before  # a path is read, not named
     (folder / "train_summary.json").write_text("{}")  # not a weight: does not change the identity
     assert weights_fingerprint(folder) == before
+    (folder / "training_args.bin").write_bytes(b"output_dir=/runs/a")  # the Trainer's pickled arguments
+    assert weights_fingerprint(folder) == before  # so the same weights in another run folder are the same model
     (folder / "model.safetensors").write_bytes(b"weights-2")  # retrained into the same folder
     assert weights_fingerprint(folder) != before
     assert weights_fingerprint("smollm2-135m-instruct") == f"sha256:{REGISTRY['smollm2-135m-instruct'].sha256[:24]}"

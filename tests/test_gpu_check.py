@@ -46,3 +46,30 @@ def test_cpu_run_of_every_stage(gpu_check, tmp_path, smollm2_dir):
     report = gpu_check.main(["--tiny", "--prompts", "2", "--samples", "2", "--max-new-tokens", "3",
                              "--batch-size", "4", "--train-steps", "1"])
     assert len(report["stages"]) == 9 and all(row["device"] == "cpu" for row in report["stages"])
+
+
+def test_exported_architecture_runs_without_the_bundled_packages(gpu_check, tmp_path, monkeypatch, smollm2_dir):
+    """The GPU machine has configs and tokenizers only: the check builds both random-weight models from them."""
+    arch = tmp_path / "arch"
+    gpu_check.main(["--export-architecture", str(arch)])
+    assert (arch / "lm" / "tokenizer.json").is_file() and (arch / "embedder" / "1_Pooling" / "config.json").is_file()
+    assert not list(arch.rglob("*.safetensors"))  # configs and tokenizers only, nothing the size of weights
+    monkeypatch.setattr(gpu_check.models, "prepare_model", lambda name: pytest.fail(f"bundled {name} was loaded"))
+    report = gpu_check.main(["--architecture", str(arch), "--tiny", "--prompts", "2", "--samples", "2",
+                             "--max-new-tokens", "2", "--batch-size", "4", "--repeats", "1",
+                             "--stages", "embed", "--engines", ""])
+    embed = [row for row in report["stages"] if row["stage"].startswith("embed")]
+    assert len(embed) == 1 and "error" not in embed[0] and embed[0]["rate"] > 0
+
+
+def test_a_failing_stage_is_reported_and_the_others_still_run(gpu_check, monkeypatch, smollm2_dir):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image is available")
+
+    stages = tuple((name, unit, broken if name == "audit" else check) for name, unit, check in gpu_check.OTHER_STAGES)
+    monkeypatch.setattr(gpu_check, "OTHER_STAGES", stages)
+    report = gpu_check.main(["--tiny", "--prompts", "2", "--samples", "2", "--max-new-tokens", "2", "--batch-size", "4",
+                             "--repeats", "1", "--stages", "audit,score", "--engines", ""])
+    by_stage = {row["stage"]: row for row in report["stages"]}
+    assert by_stage["audit"]["error"] == "RuntimeError: no kernel image is available"
+    assert "error" not in by_stage["score (HF reward model)"] and by_stage["score (HF reward model)"]["rate"] > 0

@@ -250,7 +250,8 @@ def generate_rows(model, requests: Sequence[DecodeRequest], settings: SamplingSe
     answer depends on its batch (still reproducible for the same prompts, settings and batch size).
     ``static_cache`` asks for a static KV cache (on CUDA, transformers then compiles the forward pass).
     """
-    waiting = _group_by_prompt(requests)
+    # similar prompt lengths share a batch, as in the usual length-sorted model.generate loop: less left padding
+    waiting = sorted(_group_by_prompt(requests), key=lambda group: len(group[0].prompt_ids))
     device = model_device(model)
     with torch.inference_mode():
         while waiting:

@@ -301,6 +301,9 @@ def model_label(name_or_path: str | Path) -> str:
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npy")
 CONFIG_FILES = ("config.json", "adapter_config.json", "generation_config.json")
+# the Trainer's own state beside the weights: training_args.bin pickles the output path, so hashing it made the
+# same weights in two run folders two models
+TRAINER_STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
 _SAMPLE_BYTES = 1 << 16  # bytes read at each of a few places of a large weight file: a retrain changes them all
 _FULL_HASH_BYTES = 64 << 20  # files up to this size (LoRA adapters, small models) are hashed whole
 
@@ -328,7 +331,7 @@ def weights_fingerprint(name_or_path: str | Path) -> str:
 def _folder_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(folder))
-                   and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES))
+                   and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES) and p.name not in TRAINER_STATE_FILES)
     for path in files:
         digest.update(f"{path.relative_to(folder)}\0{_sampled_file_digest(path)}\0".encode())
     if (folder / "adapter_config.json").is_file():

@@ -92,8 +92,9 @@ class AuditConfig:
     """k of the grouped k-fold cross-validation; reduced (with a warning) when there are fewer prompts than k."""
     seed: int = 0
     """Seed of the fold assignment, the control's label swaps and the bootstrap."""
-    batch_size: int = Field(default=8, ge=1)
-    """Responses per forward pass for hidden-state features (embeddings use 4x this)."""
+    batch_size: int | None = Field(default=None, ge=1)
+    """Responses per forward pass for hidden-state features (embeddings use 4x this); by default 8 on the CPU and
+    64 on a GPU, where small batches leave it idle (measured on an H100: scripts/gpu_check.py)."""
     max_length: int = Field(default=1024, ge=16)
     """Longest prompt + response in tokens for hidden-state features; longer ones lose the start of the prompt."""
     control_repeats: int = Field(default=5, ge=1)

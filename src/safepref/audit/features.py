@@ -167,8 +167,12 @@ def response_token_mask(tokenizer: Any, prompt: list[Message], response: str, ma
     return encoded["input_ids"], in_response
 
 
-def hidden_state_features(items: list[tuple[list[Message], str]], model_name: str, layer: int, batch_size: int,
-                          max_length: int, device: str = "cpu", dtype: str | None = None) -> np.ndarray:
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 8, 64
+
+
+def hidden_state_features(items: list[tuple[list[Message], str]], model_name: str, layer: int,
+                          batch_size: int | None, max_length: int, device: str = "cpu",
+                          dtype: str | None = None) -> np.ndarray:
     """Mean hidden state over each response's tokens at ``layer``, given its prompt through the chat template."""
     import torch
 
@@ -182,6 +186,7 @@ def hidden_state_features(items: list[tuple[list[Message], str]], model_name: st
         raise InputError(f"layer {layer} out of range for '{model_name}' ({n_states} hidden states: "
                          f"0..{n_states - 1} or negative from the end)", field="features")
     backbone = model.base_model  # the transformer without the LM head: no vocabulary-sized logits
+    batch_size = batch_size or (GPU_BATCH_SIZE if model.device.type == "cuda" else CPU_BATCH_SIZE)
     encoded = [response_token_mask(tokenizer, prompt, response, max_length) for prompt, response in items]
     order = sorted(range(len(items)), key=lambda i: len(encoded[i][0]))  # similar lengths share a batch
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -253,7 +258,8 @@ def compute_features(spec: str, pairs: list[Pair], config: AuditConfig) -> np.nd
         matrix = hidden_state_features(items, model_name, layer, config.batch_size, config.max_length,
                                        device=config.device, dtype=config.dtype)
     elif kind == "embed":
-        matrix = embedding_features(responses, model_name, config.batch_size * 4, device=config.device)
+        matrix = embedding_features(responses, model_name, (config.batch_size or CPU_BATCH_SIZE) * 4,
+                                    device=config.device)
     else:
         matrix = shallow_features(responses)
     cache_dir.mkdir(parents=True, exist_ok=True)

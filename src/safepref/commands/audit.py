@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
         folds: int = typer.Option(5, "--folds", help="k of the cross-validation grouped by prompt."),
         seed: int = typer.Option(0, "--seed", help="Seed of folds, control label swaps and bootstrap."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Responses per forward pass for hidden features."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Responses per forward pass for hidden "
+                                              "features (default: 8 on the CPU, 64 on a GPU)."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
