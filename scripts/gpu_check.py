@@ -37,6 +37,7 @@ from safepref.data import saferlhf_prompts
 from safepref.device import peak_memory_mib
 from safepref.generate import GenerationConfig, choose_engine, generate_responses, render_prompt
 
+PLAIN = "plain model.generate (warmed)"
 STAGES = ("generate", "eval-safety", "audit", "score", "embed", "train", "eval-general")
 
 
@@ -140,21 +141,21 @@ def run_checks(args: argparse.Namespace, folder: Path) -> dict:
         rows.append({"stage": stage, "device": str(on), "dtype": placement.dtype_name, "peak_gpu_mib": peak,
                      "rate": units / seconds, "unit": unit, "seconds": seconds})
 
+    def record_failure(stage: str, unit: str, error: Exception) -> None:
+        rows.append({"stage": stage, "device": "-", "dtype": "-", "peak_gpu_mib": None, "rate": 0.0, "unit": unit,
+                     "seconds": 0.0, "error": f"{type(error).__name__}: {error}"[:300]})
+
     wanted = [s.strip() for s in args.stages.split(",")]
     work = Path(tempfile.mkdtemp(dir=folder))
     args.embedder = str(folder / "embedder") if (folder / "embedder").is_dir() else models.EMBEDDING_MODEL
-    _generation_checks(args, lm, model, placement.device, work, record, "generate" in wanted)
-    rows.extend(FAILURES)
-    FAILURES.clear()
+    _generation_checks(args, lm, model, placement.device, work, (record, record_failure), "generate" in wanted)
     for stage, unit, check in OTHER_STAGES:
         if stage in wanted:
             try:
                 check(args, lm, model, placement.device, work, record, unit)
             except Exception as error:  # one broken stage must not cost the figures of the others
                 record_failure(stage, unit, error)
-            rows.extend(FAILURES)
-            FAILURES.clear()
-    baseline = rows[0]["rate"]
+    baseline = next(row["rate"] for row in rows if row["stage"] == PLAIN)
     for row in rows:
         row["vs_plain_generate"] = row["rate"] / baseline if row["unit"] == "tok/s" else None
     return {"machine": machine(placement.device), "placement": placement.describe(), "dtype_reason": placement.reason,
@@ -162,15 +163,7 @@ def run_checks(args: argparse.Namespace, folder: Path) -> dict:
                      "batch_rows": args.batch_size, "tiny": args.tiny, "repeats": args.repeats}, "stages": rows}
 
 
-def record_failure(stage: str, unit: str, error: Exception) -> None:
-    FAILURES.append({"stage": stage, "device": "-", "dtype": "-", "peak_gpu_mib": None, "rate": 0.0, "unit": unit,
-                     "seconds": 0.0, "error": f"{type(error).__name__}: {error}"[:300]})
-
-
-FAILURES: list[dict] = []
-
-
-def _generation_checks(args, lm: str, model, device, work: Path, record, stage_too: bool) -> None:
+def _generation_checks(args, lm: str, model, device, work: Path, recorders, stage_too: bool) -> None:
     """Plain warmed ``model.generate``, then safepref's generate stage with each engine, on the same work."""
     tokenizer = models.load_tokenizer(lm)
     prompts = saferlhf_prompts()[:args.prompts]
@@ -178,7 +171,8 @@ def _generation_checks(args, lm: str, model, device, work: Path, record, stage_t
                               device=args.device, dtype=args.dtype)
     texts = sorted((render_prompt(tokenizer, p.text, chat=True) for p in prompts),
                    key=lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]))
-    contenders = {"plain model.generate (warmed)": lambda: plain_generate(model, tokenizer, texts, config)}
+    record, record_failure = recorders
+    contenders = {PLAIN: lambda: plain_generate(model, tokenizer, texts, config)}
     engines = [choose_engine("auto", device)] + [e for e in args.engines.split(",") if e and e != "auto"]
     with reusing(model):
         plain_generate(model, tokenizer, texts[:1], config)  # warm-up
@@ -189,8 +183,7 @@ def _generation_checks(args, lm: str, model, device, work: Path, record, stage_t
             except Exception as error:
                 record_failure(f"safepref generate ({engine})", "tok/s", error)
                 continue
-            contenders[f"safepref generate ({engine})"] = (
-                lambda c=engine_config, n=[0]: _stage_tokens(prompts, lm, work, c, n))
+            contenders[f"safepref generate ({engine})"] = lambda c=engine_config: _stage_tokens(prompts, lm, work, c)
         # rounds in alternating order (the second round reversed), each contender's median kept: clocks and caches
         # warm up over a run, and one fixed order would hand that to whoever goes last
         timings: dict[str, list[tuple[float, float, float | None]]] = {name: [] for name in contenders}
@@ -202,10 +195,9 @@ def _generation_checks(args, lm: str, model, device, work: Path, record, stage_t
         record(name, "tok/s", (units, seconds, max((r[2] for r in results if r[2] is not None), default=None)))
 
 
-def _stage_tokens(prompts, lm: str, work: Path, config: GenerationConfig, calls: list[int]) -> int:
-    """safepref's generate stage on the prompts, into a fresh file each call (so nothing is resumed)."""
-    calls[0] += 1
-    out = work / f"{config.engine}-{calls[0]}.jsonl"
+def _stage_tokens(prompts, lm: str, work: Path, config: GenerationConfig) -> int:
+    """safepref's generate stage on the prompts, into a fresh folder each call (so nothing is resumed)."""
+    out = Path(tempfile.mkdtemp(dir=work)) / f"{config.engine}.jsonl"
     return sum(r.n_tokens for r in generate_responses(prompts, lm, out, config))
 
 
@@ -325,6 +317,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.architecture and not (args.architecture / "lm" / "config.json").is_file():
+        print(f"gpu_check: {args.architecture / 'lm' / 'config.json'} is missing: write the folder with "
+              "--export-architecture DIR where the bundled models are installed", file=sys.stderr)
+        sys.exit(2)
     if args.export_architecture:
         export_architecture(args.export_architecture)
         return {}
