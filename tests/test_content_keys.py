@@ -309,3 +309,18 @@ def test_report_warns_when_configurations_of_a_target_differ_in_prompt_set():
     differs = {**same, "all_rm": row("All+RM", 56, "bbb")}
     warning = prompt_set_warning(differs)
     assert warning and "set aaa: Original (48), Self+RM (48)" in warning and "set bbb: All+RM (56)" in warning
+
+
+def test_stage_shares_group_steps_by_stage_and_the_markdown_prints_them():
+    from safepref.report import render_markdown
+    from safepref.report.analysis import stage_shares
+
+    timings = {"generate smollm2 samples": 300.0, "generate qwen samples": 300.0, "train smollm2 self_rm": 150.0,
+               "safety smollm2 sft": 150.0, "safety smollm2 self_rm": 100.0}
+    shares = stage_shares(timings)
+    assert [r["stage"] for r in shares] == ["generate", "safety", "train"]
+    assert shares[0] == {"stage": "generate", "steps": 2, "seconds": 600.0, "share": 0.6}
+    assert shares[1]["share"] == 0.25 and shares[2]["share"] == 0.15
+    assert stage_shares({}) == []
+    markdown = render_markdown({"name": "t", "targets": {}, "stage_shares": shares})
+    assert "Stage time: 16.7 minutes in all." in markdown and "| generate | 2 | 10.0 | 60% |" in markdown

@@ -94,6 +94,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "seed": manifest.get("seed"), "timings": manifest.get("timings"),
+            "stage_shares": stage_shares(manifest.get("timings") or {}),
             "n_training_prompts": manifest.get("n_training_prompts"),
             "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
             "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
@@ -102,6 +103,18 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- warnings
+
+
+def stage_shares(timings: dict[str, float]) -> list[dict[str, Any]]:
+    """Seconds and share of the run per kind of stage (the first word of a step's label: generate, train, safety,
+    ...), largest first: where a run's time goes, so speed work starts with the biggest cost."""
+    total = sum(timings.values())
+    by_stage: dict[str, list[float]] = {}
+    for label, seconds in timings.items():
+        by_stage.setdefault(label.split(" ", 1)[0], []).append(seconds)
+    rows = [{"stage": stage, "steps": len(times), "seconds": round(sum(times), 1),
+             "share": round(sum(times) / total, 3) if total else 0.0} for stage, times in by_stage.items()]
+    return sorted(rows, key=lambda row: -row["seconds"])
 
 
 def prompt_set_warning(rows: dict[str, Any]) -> str | None:

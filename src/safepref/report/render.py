@@ -242,7 +242,12 @@ def _html_training(target: str, rows: dict[str, Any]) -> list[str]:
 
 def _html_run_details(results: dict[str, Any]) -> list[str]:
     timings = results.get("timings") or {}
-    return ["<h2>Run details</h2>" + _table(["step", "seconds"], [[k, v] for k, v in timings.items()]),
+    shares = [[r["stage"], r["steps"], f"{r['seconds'] / 60:.1f}", f"{r['share']:.0%}"]
+              for r in results.get("stage_shares") or []]
+    total = f"{sum(timings.values()) / 60:.1f} minutes of stage time in all"
+    return ["<h2>Run details</h2>" + f"<p>{total}</p>"
+            + _table(["stage", "steps", "minutes", "share of the run"], shares)
+            + _table(["step", "seconds"], [[k, v] for k, v in timings.items()]),
             "<h3>Versions</h3>" + _table(["package", "version"], list((results.get("versions") or {}).items())),
             "<h3>Config</h3><pre>" + html.escape(yaml.safe_dump(results.get("config"), sort_keys=False)) + "</pre>"]
 
@@ -270,7 +275,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += benign_markdown(rows)
         lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
     lines += mitigations_markdown(results.get("mitigations") or {})
+    lines += _markdown_timings(results)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_timings(results: dict[str, Any]) -> list[str]:
+    shares = results.get("stage_shares") or []
+    if not shares:
+        return []
+    total = sum(r["seconds"] for r in shares) / 60
+    return ["", f"Stage time: {total:.1f} minutes in all.", "", "| stage | steps | minutes | share of the run |",
+            "|---|---|---|---|",
+            *(f"| {r['stage']} | {r['steps']} | {r['seconds'] / 60:.1f} | {r['share']:.0%} |" for r in shares)]
 
 
 def _metric_of(rows: dict[str, Any], task: str) -> str:
