@@ -324,3 +324,20 @@ def test_stage_shares_group_steps_by_stage_and_the_markdown_prints_them():
     assert stage_shares({}) == []
     markdown = render_markdown({"name": "t", "targets": {}, "stage_shares": shares})
     assert "Stage time: 16.7 minutes in all." in markdown and "| generate | 2 | 10.0 | 60% |" in markdown
+
+
+def test_the_papers_published_asr_stands_beside_the_measured_rates_labelled_as_the_papers():
+    from safepref.report import render_markdown
+    from safepref.report.published import PAPER_CONFIGURATIONS, published_asr
+
+    published = published_asr()
+    assert len(published) == 6 and published["Llama-2-7B"]["self_rm"] == 0.10
+    assert all(set(values) == set(PAPER_CONFIGURATIONS) for values in published.values())
+    safety = [{"attack": "none", "suite": "advbench", "judge": "harm", "n": 100, "asr": 0.31, "asr_ci95": [0.23, 0.41]}]
+    rows = {"sft": {"label": "SFT", "safety": safety, "refusal": []}}
+    markdown = render_markdown({"name": "t", "targets": {"smollm2": rows}})
+    header = next(line for line in markdown.splitlines() if line.startswith("| configuration | measured:"))
+    assert "measured: smollm2, harm, advbench (n=100)" in header and "paper: Qwen-2.5-7B" in header
+    assert "| SFT | 0.31 [0.23, 0.41] | 0.64 | 0.34 | 0.70 | 0.56 | 0.48 | 0.66 |" in markdown
+    assert "| Self+RM | – | 0.10 |" in markdown  # not run here: no measured value, the paper's still shown
+    assert "published, not measured here" in markdown

@@ -10,6 +10,7 @@ import yaml
 
 from safepref.judges import agreement_note
 from safepref.report.figures import asr_figure, separability_figure, training_figure
+from safepref.report.published import published_html, published_markdown
 from safepref.report_benign import benign_html, benign_markdown
 from safepref.report_mitigations import mitigation_table, mitigations_markdown
 
@@ -101,6 +102,7 @@ def render_html(results: dict[str, Any]) -> str:
         parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
+    parts += published_html(results, _table)
     parts += _html_run_details(results)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -275,6 +277,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += benign_markdown(rows)
         lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
     lines += mitigations_markdown(results.get("mitigations") or {})
+    lines += published_markdown(results)
     lines += _markdown_timings(results)
     return "\n".join(lines) + "\n"
 
