@@ -341,3 +341,13 @@ def test_the_papers_published_asr_stands_beside_the_measured_rates_labelled_as_t
     assert "| SFT | 0.31 [0.23, 0.41] | 0.64 | 0.34 | 0.70 | 0.56 | 0.48 | 0.66 |" in markdown
     assert "| Self+RM | – | 0.10 |" in markdown  # not run here: no measured value, the paper's still shown
     assert "published, not measured here" in markdown
+
+
+def test_a_user_recipe_given_by_path_is_reported_by_its_label(tmp_path):
+    from safepref.report import recipe_label
+
+    path = tmp_path / "self_rm_lr5e-6.yaml"
+    path.write_text('name: self_rm_lr5e-6\nlabel: "Self+RM lr 5e-6"\nbase: self_rm\ntraining: {learning_rate: 5.0e-6}\n')
+    assert recipe_label(str(path)) == "Self+RM lr 5e-6"
+    assert recipe_label("gpt4o_self_wpo") == "GPT4o+Self+WPO"
+    assert recipe_label("no_such_recipe") == "no_such_recipe"

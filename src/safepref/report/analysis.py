@@ -39,7 +39,7 @@ def recipe_label(name: str) -> str:
     """A recipe's own label (mitigation variants carry one), else its name."""
     from safepref.recipes import RECIPES_DIR, load_recipe
 
-    if not (RECIPES_DIR / f"{name}.yaml").is_file():
+    if not (RECIPES_DIR / f"{name}.yaml").is_file() and not Path(name).is_file():  # bundled, or a user's file
         return name
     return load_recipe(name).label or name
 
