@@ -102,9 +102,10 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     header = ("| configuration | ASR keyword (human agreement 0.67), advbench (n=4) | probe accuracy, shallow "
               "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
-    # a row per configuration in the headline table, the benign-quality table and the harmful-answers table, and
-    # one per trained configuration (SFT has no pairs) in the pair-diagnostics table
-    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 3 + 2
+    # a row per configuration in the headline table, the benign-quality table, the harmful-answers table and the
+    # table beside the paper's published figures, and one per trained configuration (SFT has no pairs) in the
+    # pair-diagnostics table
+    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 4 + 2
     assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
     # ASR (one judge), separability, final loss, and the check that names configurations whose answers collapsed
     assert len(results["paper_checks"][tiny_model_dir.name]) == 4
