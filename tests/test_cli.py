@@ -63,3 +63,13 @@ def test_progress_labels_name_model_and_recipe_not_hashes(tmp_path):
     untrained = tmp_path / "my-model"
     untrained.mkdir()
     assert display_name(untrained) == "my-model"
+
+
+def test_a_zero_token_budget_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "b.jsonl"
+    out.write_text("")  # an existing file stays as it was
+    result = run_cli("generate", "--source", "smollm2-135m-instruct", "--limit", "1", "--max-new-tokens", "0",
+                     "--out", str(out))
+    assert result.returncode == 2
+    assert "max_new_tokens" in result.stderr and "Traceback" not in result.stderr
+    assert out.read_text() == ""

@@ -69,6 +69,12 @@ class GenerationConfig:
     request_timeout: float = 60.0  # openai: sources: seconds before a request is retried
     max_retries: int = 5  # openai: sources: bounded retries (backoff) on timeouts, 429, 5xx and malformed bodies
 
+    def __post_init__(self) -> None:
+        # every backend would otherwise decode something (a 0-token budget still yields one token per row): refuse
+        for name in ("max_new_tokens", "num_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}", field=name)
+
     def settings(self) -> dict[str, Any]:
         """The decoding settings recorded on every row (what a reader needs to reproduce it)."""
         if self.greedy:
