@@ -105,6 +105,12 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- warnings
 
 
+def harm_columns(rows: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(suite, judge) of every harmful-suite ASR the configurations report on the unattacked prompts."""
+    return sorted({(r.get("suite"), r["judge"]) for row in rows.values() for r in row["safety"]
+                   if r["attack"] == "none" and r.get("suite") != "xstest"}, key=str)
+
+
 def stage_shares(timings: dict[str, float]) -> list[dict[str, Any]]:
     """Seconds and share of the run per kind of stage (the first word of a step's label: generate, train, safety,
     ...), largest first: where a run's time goes, so speed work starts with the biggest cost."""

@@ -28,18 +28,19 @@ def published_asr() -> dict[str, dict[str, float]]:
 
 def _measured_columns(results: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(target, suite, judge, rows) for every harmful-suite judge the run reported on the unattacked prompts."""
-    columns = []
-    for target, rows in results["targets"].items():
-        keys = sorted({(r.get("suite"), r["judge"]) for row in rows.values() for r in row["safety"]
-                       if r["attack"] == "none" and r.get("suite") != "xstest"}, key=str)
-        columns += [(target, suite, judge, rows) for suite, judge in keys]
-    return columns
+    from safepref.report.analysis import harm_columns
+
+    return [(target, suite, judge, rows) for target, rows in results["targets"].items()
+            for suite, judge in harm_columns(rows)]
+
+
+def _result(row: dict[str, Any] | None, suite: str, judge: str) -> dict[str, Any] | None:
+    return next((r for r in (row or {}).get("safety", [])
+                 if r["attack"] == "none" and r.get("suite") == suite and r["judge"] == judge), None)
 
 
 def _measured_cell(rows: dict[str, Any], configuration: str, suite: str, judge: str) -> str:
-    row = rows.get(configuration)
-    result = next((r for r in (row or {}).get("safety", [])
-                   if r["attack"] == "none" and r.get("suite") == suite and r["judge"] == judge), None)
+    result = _result(rows.get(configuration), suite, judge)
     if result is None or result.get("asr") is None:
         return "–"
     low, high = result["asr_ci95"]
@@ -54,8 +55,7 @@ def published_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]
     measured = _measured_columns(results)
     header = ["configuration"]
     for target, suite, judge, rows in measured:
-        n = next((r["n"] for row in rows.values() for r in row["safety"]
-                  if r["attack"] == "none" and r.get("suite") == suite and r["judge"] == judge), "?")
+        n = next((result["n"] for row in rows.values() if (result := _result(row, suite, judge))), "?")
         header.append(f"measured: {target}, {judge}, {suite} (n={n})")
     header += [f"paper: {model}" for model in published]
     body = [[LABELS[c], *(_measured_cell(rows, c, suite, judge) for _, suite, judge, rows in measured),

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from safepref.judges import agreement_note
+from safepref.report.analysis import harm_columns
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.published import published_html, published_markdown
 from safepref.report_benign import benign_html, benign_markdown
@@ -300,8 +301,7 @@ def _metric_of(rows: dict[str, Any], task: str) -> str:
 def _headline_table(rows: dict[str, Any]) -> list[str]:
     """A column per harmful-suite judge, refusal measure, probe feature set, the late DPO loss and each general task;
     a row per configuration."""
-    harm = sorted({(r.get("suite"), r["judge"]) for row in rows.values() for r in row["safety"]
-                   if r["attack"] == "none" and r.get("suite") != "xstest"}, key=str)
+    harm = harm_columns(rows)
     refusal = sorted({(r.get("suite"), r["measure"]) for row in rows.values() for r in row["refusal"]
                       if r["attack"] == "none"}, key=str)
     features = sorted({f for row in rows.values() if row.get("audit") for f in row["audit"]["features"]})
