@@ -40,7 +40,6 @@ from transformers.generation.logits_process import (
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
-    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
@@ -226,10 +225,9 @@ def _step(model, batch: _Batch, settings: SamplingSettings) -> None:
 def _choose(batch: _Batch, logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
     if settings.greedy:
         return logits.argmax(dim=-1)
-    if settings.top_k <= 0:  # no top-k: transformers' processors on the full vocabulary
-        scores = _sampling_processors(batch.mask, settings)(batch.tokens, logits.float())
-        return _draw(batch, scores.softmax(dim=-1))
-    scores = _sampling_processors(batch.mask, settings, penalties_only=True)(batch.tokens, logits.float())
+    scores = _penalties(batch.mask, settings)(batch.tokens, logits.float())
+    if settings.top_k <= 0:  # no top-k: transformers' warpers on the full vocabulary
+        return _draw(batch, _full_vocabulary_warpers(settings)(batch.tokens, scores).softmax(dim=-1))
     values, candidates = top_k_top_p(scores, settings)
     return candidates.gather(1, _draw(batch, values.softmax(dim=-1))[:, None]).squeeze(1)
 
@@ -257,10 +255,8 @@ def _draw(batch: _Batch, probs: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.multinomial(probs[i], 1, generator=row.generator) for i, row in enumerate(batch.rows)])
 
 
-def _sampling_processors(mask: torch.Tensor, settings: SamplingSettings, penalties_only: bool = False
-                         ) -> LogitsProcessorList:
-    """The processors ``generate`` builds for these settings, in its order (rebuilt because rows come and go);
-    ``penalties_only``: the ones before the warpers (temperature, top-k, top-p), for :func:`top_k_top_p`."""
+def _penalties(mask: torch.Tensor, settings: SamplingSettings) -> LogitsProcessorList:
+    """The processors ``generate`` applies before its warpers, in its order (rebuilt because rows come and go)."""
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         # generate penalises prompt tokens too, but not the left padding.
@@ -268,15 +264,17 @@ def _sampling_processors(mask: torch.Tensor, settings: SamplingSettings, penalti
         processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty, prompt_ignore_length=padding))
     if settings.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
-    if penalties_only:
-        return processors
-    if settings.temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(settings.temperature))
-    if settings.top_k > 0:
-        processors.append(TopKLogitsWarper(settings.top_k))
-    if settings.top_p < 1.0:
-        processors.append(TopPLogitsWarper(settings.top_p))
     return processors
+
+
+def _full_vocabulary_warpers(settings: SamplingSettings) -> LogitsProcessorList:
+    """``generate``'s warpers when top-k is off (with it on, :func:`top_k_top_p` does their work on k tokens)."""
+    warpers = LogitsProcessorList()
+    if settings.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(settings.temperature))
+    if settings.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(settings.top_p))
+    return warpers
 
 
 def _append(batch: _Batch, next_tokens: torch.Tensor) -> None:
