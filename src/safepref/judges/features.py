@@ -4,11 +4,14 @@
   vocabulary, so the shipped head is a few arrays, and the IDF weights travel with it);
 - ``dense``: the frozen MiniLM sentence embedding of the request ``p``; the static embedding ``s(r)`` of the
   answer (the mean of MiniLM's input word-piece vectors, no transformer pass); the product ``s(p)*s(r)`` (does
-  the answer stay on this request's topic?); and two refusal-phrase flags (the paper's keyword list, XSTest's
+  the answer stay on this request's topic?); the MiniLM sentence embedding ``c(r)`` of the answer's first
+  ``answer_tokens`` word pieces (0 = none); and two refusal-phrase flags (the paper's keyword list, XSTest's
   prefixes).
 
-Why the answer gets no contextual pass: on the shared 2 cores a 256-token MiniLM pass ran at ~4 answers/s, far
-below the 20/s a grid needs. Requests are short and repeat across attacks and models, so they get one.
+Why the answer's contextual pass reads only its opening: whether an answer complies shows in its first sentences,
+and a 128-piece MiniLM pass runs at ~36 answers/s on 2 cores (64 pieces: ~80/s), above the 20/s a grid needs,
+where a 256-piece pass does not. Leave-one-source-out, the 128-piece pass raised the judge's agreement on held-out
+GPTFuzz answers from 0.768 to 0.823 (64 pieces: 0.801; the request and answer read together in one pass: 0.796).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class FeatureConfig:
     hash_bits: int = 18  # 2**bits hashed columns for word and for character n-grams each
     embedder: str = "minilm-l6"
     request: bool = True  # read the request too (harm); the refusal judge reads the answer alone
+    answer_tokens: int = 0  # word pieces of each answer MiniLM reads in context (0 = static embedding only)
+    answer_chars: int = 768  # answers are cut to this many characters before that pass (cheap upper bound)
 
 
 @cache
@@ -110,16 +115,21 @@ class Embedder:
                     out[start + row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return out
 
-    def _key(self, text: str) -> str:
-        cut = text[: self.config.embed_chars]
-        return hashlib.sha1(f"{self.config.embedder}|{self.config.embed_tokens}|{cut}".encode()).hexdigest()
+    def _key(self, text: str, tokens: int, chars: int) -> str:
+        return hashlib.sha1(f"{self.config.embedder}|{tokens}|{text[:chars]}".encode()).hexdigest()
 
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        keys = [self._key(t) for t in texts]
-        todo = {k: t[: self.config.embed_chars] for k, t in zip(keys, texts, strict=True) if k not in self.vectors}
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False, *,
+               tokens: int | None = None, chars: int | None = None) -> np.ndarray:
+        """MiniLM sentence embeddings of each text's first ``tokens`` word pieces (default: the request's
+        ``embed_tokens``) after cutting it to ``chars`` characters."""
+        tokens = tokens or self.config.embed_tokens
+        chars = chars or self.config.embed_chars
+        keys = [self._key(t, tokens, chars) for t in texts]
+        todo = {k: t[:chars] for k, t in zip(keys, texts, strict=True) if k not in self.vectors}
         if todo:
             from safepref.progress import progress_bar
 
+            self.model.max_seq_length = tokens
             items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch with little padding
             bar = progress_bar(len(items), desc="embedding", unit="text", disable=not progress)
             for start in range(0, len(items), batch_size * 8):
@@ -144,17 +154,21 @@ class Embedder:
 
 def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
                    progress: bool = False) -> np.ndarray:
-    """[p, s(r), s(p)*s(r), refusal flags]: the request's MiniLM embedding, the answer's static embedding, the
-    product of both static embeddings (does the answer stay on this request's topic?), and the phrase flags."""
+    """[p, s(r), s(p)*s(r), c(r), refusal flags]: the request's MiniLM embedding, the answer's static embedding,
+    the product of both static embeddings (does the answer stay on this request's topic?), the answer opening's
+    MiniLM embedding (when ``answer_tokens``), and the phrase flags (last: the refusal head's rule reads them)."""
+    config, dims = embedder.config, embedder.dimensions
     flags = refusal_flags(responses).reshape(len(responses), 2)
-    if not embedder.config.request:
-        r = embedder.static(responses) if responses else np.zeros((0, embedder.dimensions), np.float32)
-        return np.hstack([r, flags]).astype(np.float32)
-    unique_prompts = list(dict.fromkeys(prompts))
-    table = dict(zip(unique_prompts, embedder.encode(unique_prompts, progress=progress), strict=True))
-    static_table = dict(zip(unique_prompts, embedder.static(unique_prompts), strict=True))
-    dims = embedder.dimensions
-    p = np.stack([table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
-    static_p = np.stack([static_table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
     r = embedder.static(responses) if responses else np.zeros((0, dims), np.float32)
-    return np.hstack([p, r, static_p * r, flags]).astype(np.float32)
+    blocks = [r]
+    if config.request:
+        unique_prompts = list(dict.fromkeys(prompts))
+        table = dict(zip(unique_prompts, embedder.encode(unique_prompts, progress=progress), strict=True))
+        static_table = dict(zip(unique_prompts, embedder.static(unique_prompts), strict=True))
+        p = np.stack([table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
+        static_p = np.stack([static_table[x] for x in prompts]) if prompts else np.zeros((0, dims), np.float32)
+        blocks = [p, r, static_p * r]
+    if config.answer_tokens:
+        blocks.append(embedder.encode(responses, progress=progress, tokens=config.answer_tokens,
+                                      chars=config.answer_chars) if responses else np.zeros((0, dims), np.float32))
+    return np.hstack([*blocks, flags]).astype(np.float32)

@@ -50,8 +50,10 @@ class JudgeTrainingConfig:
             self.rule_union = self.judge == "refusal"
         if self.features is None:
             # a refusal is in the answer's words; with the request in view, a head trained on three models'
-            # answers to the same 450 XSTest prompts learned which prompts get refused, not what a refusal is
-            self.features = FeatureConfig(request=self.judge != "refusal")
+            # answers to the same 450 XSTest prompts learned which prompts get refused, not what a refusal is.
+            # Both read the answer's opening in context (see safepref.judges.features; for refusal it raised the
+            # leave-one-model-out agreement on XSTest from 0.919 to 0.930 pooled, the lowest fold 0.891 to 0.918)
+            self.features = FeatureConfig(request=self.judge != "refusal", answer_tokens=128)
 
 
 @dataclass
