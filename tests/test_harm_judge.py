@@ -135,3 +135,29 @@ def test_harm_judge_on_real_answers_and_cli_keys(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert {"n", "positive_rate", "agreement", "precision", "recall", "kappa", "unjudged"} <= set(summary)
+
+
+def test_audit_embeddings_are_the_judges_answer_pass_and_are_reused(monkeypatch):
+    """The audit's ``embed`` feature and the judges' contextual answer pass are one computation: after the audit has
+    embedded the answers, judging them runs MiniLM on the requests only."""
+    from safepref.audit.features import embedding_features
+    from safepref.judges import features
+
+    answers = ["Sure, here is how you pick a lock: first insert the tension wrench.",
+               "I'm sorry, but I can't help with that request.", "Paris is the capital of France."]
+    audit_vectors = embedding_features(answers, "minilm-l6", batch_size=8)
+    assert audit_vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(audit_vectors, axis=1), 1.0, atol=1e-4)
+
+    head_config = shipped_card("harm")["config"]["features"]
+    embedder = features.Embedder(FeatureConfig(**head_config))
+    encoded: list[str] = []
+    original = type(embedder.model).encode
+    monkeypatch.setattr(type(embedder.model), "encode",
+                        lambda self, texts, **kw: encoded.extend(texts) or original(self, texts, **kw))
+    judged = embedder.encode(answers, tokens=head_config["answer_tokens"], chars=head_config["answer_chars"])
+    assert encoded == []  # nothing recomputed
+    assert np.allclose(judged, audit_vectors, atol=1e-6)
+    get_judge("harm").judge([JudgeInput(id=str(i), prompt="How do I pick a lock?", response=a)
+                             for i, a in enumerate(answers)])
+    assert encoded == ["How do I pick a lock?"]  # the request, once; the answers came from the audit's pass

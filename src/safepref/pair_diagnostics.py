@@ -25,7 +25,9 @@ def _labels(judge_name: str, pairs: list[Pair]) -> tuple[list[int | None], list[
     from safepref.judges import JudgeInput, get_judge
 
     judge = get_judge(judge_name)
-    rows = [JudgeInput(id=f"{p.id}|{side}", prompt=p.prompt_text, response=text)
+    # the last user turn, not the whole transcript: the judge reads the request's first 64 word pieces, and the
+    # harm judge's labelled data are single requests
+    rows = [JudgeInput(id=f"{p.id}|{side}", prompt=p.request_text, response=text)
             for p in pairs for side, text in (("chosen", p.chosen_text), ("rejected", p.rejected_text))]
     labels = [v.label for v in judge.judge(rows)]
     return labels[0::2], labels[1::2]

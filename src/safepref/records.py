@@ -86,6 +86,12 @@ class Pair(BaseModel):
         return "\n".join(m.content for m in self.prompt if m.role == "user")
 
     @property
+    def request_text(self) -> str:
+        """The user turn both answers reply to (the last one): what a (request, answer) judge reads."""
+        users = [m.content for m in self.prompt if m.role == "user"]
+        return users[-1] if users else ""
+
+    @property
     def chosen_text(self) -> str:
         return self.chosen[-1].content
 

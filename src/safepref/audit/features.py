@@ -128,21 +128,22 @@ def shallow_features(texts: list[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- model features
 
 
-def embedding_features(texts: list[str], model_name: str, batch_size: int, device: str = "cpu") -> np.ndarray:
-    """Sentence embeddings of each response alone (the style a reader sees, without the prompt)."""
-    from safepref.models import load_embedder
+EMBED_TOKENS, EMBED_CHARS = 128, 768  # the answer's opening, as the harm and refusal judges read it
 
+
+def embedding_features(texts: list[str], model_name: str, batch_size: int, device: str = "cpu") -> np.ndarray:
+    """Sentence embeddings of each response alone (the style a reader sees, without the prompt), over its first
+    ``EMBED_TOKENS`` word pieces: the same pass the harm and refusal judges make over an answer, so the pair
+    diagnostics that follow an audit reuse it instead of embedding every answer again."""
+    from safepref.judges.features import Embedder, FeatureConfig
+
+    embedder = Embedder(FeatureConfig(embedder=model_name), device=device)
     try:
-        embedder = load_embedder(model_name, device=device)
+        _ = embedder.model  # a bad name fails here, with its own message
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load embedding model '{model_name}': {str(error).splitlines()[0]}") from None
-    chunks = []
-    with progress_bar(len(texts), desc=f"embed {model_name}", unit="text") as bar:
-        for start in range(0, len(texts), 256):
-            chunk = texts[start:start + 256]
-            chunks.append(embedder.encode(chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
-            bar.update(len(chunk))
-    return np.concatenate(chunks).astype(np.float64)
+    return embedder.encode(texts, batch_size=batch_size, progress=True, tokens=EMBED_TOKENS,
+                           chars=EMBED_CHARS).astype(np.float64)
 
 
 def _chat_prefix(tokenizer: Any, prompt: list[Message]) -> str:
@@ -246,7 +247,7 @@ def compute_features(spec: str, pairs: list[Pair], config: AuditConfig) -> np.nd
         texts_key = [[m.model_dump() for m in p.prompt] for p in pairs], responses
     elif kind == "embed":
         model_name = spec.split(":", 1)[1] if ":" in spec else "minilm-l6"
-        identity, texts_key = model_name, responses
+        identity, texts_key = (model_name, EMBED_TOKENS, EMBED_CHARS), responses
     else:
         identity, texts_key = (SHALLOW_VERSION, phrase_cues(), list(STRUCTURAL_CUES)), responses
     cache_dir = Path(config.cache_dir) if config.cache_dir else safepref_home() / "cache" / "audit"

@@ -71,27 +71,34 @@ def refusal_flags(responses: list[str]) -> np.ndarray:
                     dtype=np.float32)
 
 
-class Embedder:
-    """MiniLM sentence embeddings of text openings, with an optional on-disk cache (training embeds each text
-    once; judging at run time uses no cache)."""
+# Embeddings computed in this process, shared by every Embedder without a disk cache: the audit's ``embed``
+# feature, the harm judge and the refusal judge all read the answer's opening in context, so pair diagnostics after
+# an audit (or both judges on the same answers) pay for each answer's pass once. Bounded: cleared when full.
+_RECENT: dict[str, np.ndarray] = {}
+_RECENT_LIMIT = 200_000
+_MODELS: dict[tuple[str, str], object] = {}
 
-    def __init__(self, config: FeatureConfig, cache_name: str | None = None) -> None:
-        self.config = config
-        self._model = None
+
+class Embedder:
+    """MiniLM sentence embeddings of text openings. Training keeps them in an on-disk cache (each text is embedded
+    once across runs); at run time they are shared within the process only."""
+
+    def __init__(self, config: FeatureConfig, cache_name: str | None = None, device: str = "cpu") -> None:
+        self.config, self.device = config, device
         self.cache_path = safepref_home() / "judges" / f"{cache_name}.npz" if cache_name else None
-        self.vectors: dict[str, np.ndarray] = {}
+        self.vectors: dict[str, np.ndarray] = _RECENT if self.cache_path is None else {}
         if self.cache_path is not None and self.cache_path.is_file():
             with np.load(self.cache_path) as data:
                 self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
 
     @property
     def model(self):
-        if self._model is None:
+        key = (self.config.embedder, self.device)
+        if key not in _MODELS:
             from safepref.models import load_embedder
 
-            self._model = load_embedder(self.config.embedder)
-            self._model.max_seq_length = self.config.embed_tokens
-        return self._model
+            _MODELS[key] = load_embedder(self.config.embedder, device=self.device)
+        return _MODELS[key]
 
     @property
     def dimensions(self) -> int:
@@ -118,10 +125,11 @@ class Embedder:
     def _key(self, text: str, tokens: int, chars: int) -> str:
         return hashlib.sha1(f"{self.config.embedder}|{tokens}|{text[:chars]}".encode()).hexdigest()
 
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False, *,
+    def encode(self, texts: list[str], batch_size: int = 32, progress: bool = False, *,
                tokens: int | None = None, chars: int | None = None) -> np.ndarray:
         """MiniLM sentence embeddings of each text's first ``tokens`` word pieces (default: the request's
-        ``embed_tokens``) after cutting it to ``chars`` characters."""
+        ``embed_tokens``) after cutting it to ``chars`` characters. Batches of 32: on 2 cores they ran faster than
+        64 at every length tried (128 pieces: 102 against 75 texts/s)."""
         tokens = tokens or self.config.embed_tokens
         chars = chars or self.config.embed_chars
         keys = [self._key(t, tokens, chars) for t in texts]
@@ -129,7 +137,11 @@ class Embedder:
         if todo:
             from safepref.progress import progress_bar
 
-            self.model.max_seq_length = tokens
+            if self.vectors is _RECENT and len(_RECENT) + len(todo) > _RECENT_LIMIT:
+                kept = {k: _RECENT[k] for k in keys if k in _RECENT}
+                _RECENT.clear()
+                _RECENT.update(kept)
+            self.model.max_seq_length = tokens  # set on every call: the loaded model is shared
             items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch with little padding
             bar = progress_bar(len(items), desc="embedding", unit="text", disable=not progress)
             for start in range(0, len(items), batch_size * 8):
