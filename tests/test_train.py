@@ -74,23 +74,51 @@ def test_dpo_learns_easy_pairs_caches_reference_and_generates(tiny_model_dir: Pa
         train_dpo(tiny_model_dir, pairs, out, DPOTrainingConfig(lora=True, learning_rate=5e-3, max_steps=6))
 
     # retraining on the same pairs (another learning rate, full fine-tuning: the reference is the same base model)
-    # reads the cached reference log-probs instead of recomputing them
-    cache_files = list(ref_logps_cache_dir().glob("*.npy"))
-    assert len(cache_files) == 1
-    stamp = cache_files[0].stat().st_mtime_ns
+    # reads the stored reference log-probs instead of recomputing them
+    store_files = list(ref_logps_cache_dir().glob("answers-*.npz"))
+    assert len(store_files) == 1
+    stamp = store_files[0].stat().st_mtime_ns
     again = train_dpo(tiny_model_dir, pairs, tmp_path / "full",
                       DPOTrainingConfig(lora=False, learning_rate=1e-3, max_steps=1, batch_size=4))
     assert again.reference_log_probs == "cached"
     assert read_dynamics(tmp_path / "full")[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # right references
-    assert list(ref_logps_cache_dir().glob("*.npy")) == cache_files
-    assert cache_files[0].stat().st_mtime_ns == stamp
+    assert list(ref_logps_cache_dir().glob("answers-*.npz")) == store_files
+    assert store_files[0].stat().st_mtime_ns == stamp
     assert (tmp_path / "full" / "model.safetensors").is_file()
 
-    # other pairs are another key: computed afresh
-    other = write_pairs(tmp_path / "other.jsonl", 8)
-    third = train_dpo(tiny_model_dir, other, tmp_path / "other", DPOTrainingConfig(max_steps=1, batch_size=4))
-    assert third.reference_log_probs == "computed"
-    assert len(list(ref_logps_cache_dir().glob("*.npy"))) == 2
+    # another recipe on the same prompts that keeps the rejected answers: only its new chosen answers are computed
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()[:8]]
+    for i, row in enumerate(rows):
+        row["chosen"][0]["content"] = f"No. Thing {i} is dangerous; please ask a professional instead."
+    recipe = tmp_path / "recipe.jsonl"
+    recipe.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    third = train_dpo(tiny_model_dir, recipe, tmp_path / "recipe", DPOTrainingConfig(max_steps=1, batch_size=4))
+    assert third.reference_log_probs == "computed 8 of 16 answers, the rest cached"
+    assert read_dynamics(tmp_path / "recipe")[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+
+
+def test_per_answer_reference_log_probs_equal_trls_own(tiny_model_dir: Path, tmp_path: Path, home: Path):
+    """The per-answer pass (rows of any pairs, length-sorted) gives TRL's precomputed values for every side."""
+    import numpy as np
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from safepref.models import load_model, load_tokenizer
+    from safepref.train import make_trainer, weights_hash
+
+    rows = [json.loads(line) for line in write_pairs(tmp_path / "pairs.jsonl", 6).read_text().splitlines()]
+    rows[2]["rejected"][0]["content"] = "Sure. " * 40  # a long answer: truncated at max_length by both
+    args = dict(bf16=False, use_cpu=True, report_to="none", precompute_ref_log_probs=True, max_length=64,
+                per_device_train_batch_size=2)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    trl = DPOTrainer(model=load_model(tiny_model_dir), processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+                     args=DPOConfig(output_dir=str(tmp_path / "trl"), **args))
+    policy = load_model(tiny_model_dir)
+    ours = make_trainer(weights_hash(policy), model=policy, ref_model=None, processing_class=tokenizer,
+                        train_dataset=Dataset.from_list(rows), args=DPOConfig(output_dir=str(tmp_path / "ours"), **args))
+    assert ours.reference_source == "computed"
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert np.allclose(ours.train_dataset[column], trl.train_dataset[column], atol=1e-4)
 
 
 def test_bad_row_exits_2_naming_the_row(tiny_model_dir: Path, tmp_path: Path):

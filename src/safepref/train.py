@@ -3,12 +3,14 @@
     train_dpo(model, pairs_path, out_dir, DPOTrainingConfig(...)) -> TrainResult
 
 What this adds to a plain ``DPOTrainer`` run:
-- Reference log-probs are computed once and reused. TRL computes them (``precompute_ref_log_probs``); safepref keeps
-  them in ``$SAFEPREF_HOME/ref-logps/<key>.npy``, keyed by a hash of the reference weights, the tokenized pairs,
-  max_length, truncation, ld_alpha and precision. TRL's own cache cannot serve here: its key includes a lambda that
-  closes over the whole ``DPOConfig`` (output_dir, learning rate, max_steps ...), so any changed training option
-  recomputes. With ours, retraining on the same pairs with another learning rate, beta, seed, LoRA rank, or LoRA
-  instead of full (the reference is the untouched base either way) skips every reference forward pass.
+- Reference log-probs are computed once per answer and reused by every run on the same reference
+  (``safepref.ref_logps``: keyed by a hash of the reference weights, the prompt's and the answer's token ids,
+  max_length, truncation and precision), with TRL's own ``compute_ref_log_probs``. TRL's cache cannot serve here:
+  its key includes a lambda that closes over the whole ``DPOConfig`` (output_dir, learning rate, max_steps ...),
+  and it is per pair set. With ours, a grid's recipes that share answers compute each shared answer once, and
+  retraining with another learning rate, beta, seed, LoRA rank, or LoRA instead of full (the reference is the
+  untouched base either way) skips every reference forward pass. Length-desensitised DPO (``ld_alpha``, which mixes
+  the two sides) and multi-process runs keep a cache per pair set (``ref-logps/<key>.npy``).
 - Length-grouped batches (pairs of similar length share a batch, so less padding).
 - The training dynamics the paper reads as its reward-hacking signal (loss, rewards/chosen, rewards/rejected,
   rewards/accuracies, rewards/margins at every logged step) go to ``DIR/dynamics.jsonl`` and ``DIR/dynamics.png``.
@@ -79,7 +81,8 @@ class TrainResult:
     final_loss: float | None  # loss at the last logged step
     mean_loss: float | None  # mean training loss over the run (the Trainer's train_loss)
     seconds: float
-    reference_log_probs: str  # "computed", "cached" (reused from an earlier run) or "per-step" (not precomputed)
+    reference_log_probs: str  # "computed", "cached" (every answer's from earlier runs), "computed N of M answers,
+    # the rest cached", or "per-step" (not precomputed)
     resumed_from: str | None = None
     skipped: bool = False  # True when the run had already finished and nothing was retrained
 
@@ -267,6 +270,9 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             args = self.args
+            if args.ld_alpha is None and not self.is_deepspeed_enabled and self.accelerator.num_processes == 1:
+                return self._per_answer_ref_logps(dataset, batch_size)
+            # length-desensitised DPO mixes the two sides' lengths; sharded models need TRL's own pass
             key = fingerprint(reference_hash, args.max_length, args.truncation_mode, args.ld_alpha, args.bf16,
                               dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict(), length=20)
             path = ref_logps_cache_dir() / f"{name}-{key}.npy"
@@ -286,6 +292,46 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
                     np.save(handle, values)
                 os.replace(tmp, path)
             return with_refs
+
+        def _per_answer_ref_logps(self, dataset, batch_size):
+            """Reference log-probs from the per-answer store (safepref.ref_logps), computing only the answers no
+            earlier run on this reference has seen, with TRL's own ``compute_ref_log_probs``."""
+            from safepref.ref_logps import AnswerLogpStore
+
+            args = self.args
+            key = fingerprint(reference_hash, args.max_length, args.truncation_mode, args.bf16, length=20)
+            store = AnswerLogpStore(ref_logps_cache_dir() / f"answers-{key}.npz")
+            prompts = dataset["prompt_ids"]
+            chosen = list(zip(prompts, dataset["chosen_ids"], strict=True))
+            rejected = list(zip(prompts, dataset["rejected_ids"], strict=True))
+            computed = store.fill(chosen + rejected, self._sequence_ref_logps, batch=2 * batch_size)
+            unique = len({(tuple(p), tuple(c)) for p, c in chosen + rejected})
+            self.reference_source = ("cached" if computed == 0 else "computed" if computed == unique
+                                     else f"computed {computed} of {unique} answers, the rest cached")
+            refs = Dataset.from_dict({"ref_chosen_logps": store.lookup(chosen),
+                                      "ref_rejected_logps": store.lookup(rejected)})
+            return concatenate_datasets([dataset, refs], axis=1)
+
+        def _sequence_ref_logps(self, sequences):
+            """log p_ref(completion | prompt) of each (prompt ids, completion ids), truncated and padded as TRL's
+            collator does, one row per sequence (TRL's batch halves are chosen and rejected; here any rows)."""
+            import torch
+
+            rows = list(sequences) + ([sequences[-1]] if len(sequences) % 2 else [])
+            cut = (slice(None, self.args.max_length) if self.args.truncation_mode == "keep_start"
+                   else slice(-self.args.max_length, None))
+            ids = [(list(p) + list(c))[cut] for p, c in rows]
+            completion = [([0] * len(p) + [1] * len(c))[cut] for p, c in rows]
+            width = max(len(x) for x in ids)
+            pad_id = self.data_collator.pad_token_id
+            device = self.accelerator.device
+            inputs = {
+                "input_ids": torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device),
+                "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device),
+                "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in completion], device=device),
+            }
+            first, second = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+            return torch.cat([first, second]).float().cpu().tolist()[: len(sequences)]
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
