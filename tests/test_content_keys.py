@@ -351,3 +351,34 @@ def test_a_user_recipe_given_by_path_is_reported_by_its_label(tmp_path):
     assert recipe_label(str(path)) == "Self+RM lr 5e-6"
     assert recipe_label("gpt4o_self_wpo") == "GPT4o+Self+WPO"
     assert recipe_label("no_such_recipe") == "no_such_recipe"
+
+
+def test_judge_fingerprints_follow_the_shipped_head_bytes(tmp_path, monkeypatch):
+    from safepref.judges import judge_fingerprints
+
+    shipped = judge_fingerprints(["harm", "refusal", "keyword", "llm"])
+    assert shipped["harm"] and shipped["refusal"] and shipped["keyword"] and shipped["llm"] is None
+    head = tmp_path / "harm.npz"
+    head.write_bytes(b"a retrained head")
+    monkeypatch.setattr("safepref.judges.head.shipped_head_path", lambda name: head)
+    assert judge_fingerprints(["harm"])["harm"] not in (None, shipped["harm"])
+
+
+def test_a_retrained_judge_head_judges_again_instead_of_reusing_verdicts(tmp_path, monkeypatch):
+    """Fault: eval-safety's key held the judges' names only: a retrained harm head kept the old head's verdicts."""
+    run = _run(tmp_path, 2, ["self_rm"], tmp_path / "run")
+    model = str(fake_model_folder(tmp_path / "model"))
+    evaluated: list[str] = []
+
+    def fake_evaluate(model, config, out, answers_dir):
+        evaluated.append(out.name)
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text("{}")
+
+    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", fake_evaluate)
+    run.safety(model)
+    run.safety(model)
+    assert len(evaluated) == len(run.config.safety.suites)  # the second call reused every suite's result
+    monkeypatch.setattr("safepref.runner.judge_fingerprints", lambda names: {n: "retrained" for n in names})
+    run.safety(model)
+    assert len(evaluated) == 2 * len(run.config.safety.suites) and evaluated[0] != evaluated[-1]

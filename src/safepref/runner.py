@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from safepref import models
+from safepref.audit.features import EMBED_TOKENS as AUDIT_EMBED_TOKENS
 from safepref.errors import InputError
 from safepref.io import file_fingerprint, write_json_atomic
+from safepref.judges import judge_fingerprints
 from safepref.keys import content_key, prompt_set_key, stage_key
 from safepref.paths import slug
 from safepref.runner_config import (
@@ -169,7 +171,8 @@ class Run:
         ranked_by = sorted([s.response_id, s.reward_model, s.score, s.key] for s in (scores or [])
                            if s.response_id in used) if recipe.needs_scores else None
         key = stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
-                        ranked_by, build.seed, build.stronger, build.peers)
+                        ranked_by, build.seed, build.stronger, build.peers,
+                        judge_fingerprints(["harm", "refusal"]))  # its summary carries the pair diagnostics
         out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
@@ -263,7 +266,8 @@ class Run:
         from safepref.io import read_pairs
 
         spec = self.config.audit
-        key = content_key(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed)
+        key = content_key(file_fingerprint(pairs_path), spec.model_dump(), self.config.seed, AUDIT_EMBED_TOKENS,
+                          judge_fingerprints(["harm", "refusal"]))  # its pair diagnostics are judged
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
@@ -330,7 +334,8 @@ class Run:
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
                                       dtype=self.config.dtype)
-            key = stage_key("eval_safety", models.weights_fingerprint(model), config.key_dump())
+            key = stage_key("eval_safety", models.weights_fingerprint(model), config.key_dump(),
+                            judge_fingerprints(list(config.judges)))
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
@@ -348,7 +353,8 @@ class Run:
                                   reward_model=self.config.reward_model, device=self.config.device,
                                   dtype=self.config.dtype)
         key = stage_key("eval_benign", models.weights_fingerprint(model), models.weights_fingerprint(target.model),
-                        config.key_dump(), [file_fingerprint(Path(p)) for p in safety_summaries])
+                        config.key_dump(), [file_fingerprint(Path(p)) for p in safety_summaries],
+                        judge_fingerprints(["refusal"]))
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
         if not (out / "summary.json").exists():
             evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",

@@ -85,6 +85,23 @@ JUDGES: dict[str, Callable[..., Judge]] = {"harm": _harm, "keyword": _keyword, "
 OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules")
 
 
+def judge_fingerprints(names: list[str]) -> dict[str, str | None]:
+    """What each judge decides from, for the content keys of stages whose results a judge decides: the shipped head
+    of a trained judge, the phrase list of a rule judge (None: nothing shipped to fingerprint). Retraining a head
+    or editing a list makes a resumed run judge again instead of reusing old verdicts."""
+    from importlib import resources
+
+    from safepref.io import file_fingerprint
+    from safepref.judges.head import shipped_head_path
+
+    package = resources.files("safepref.judges")
+    files = {"harm": shipped_head_path("harm"), "refusal": shipped_head_path("refusal"),
+             "keyword": Path(str(package / "keyword_phrases.txt")),
+             "refusal-rules": Path(str(package / "refusal_phrases.yaml"))}
+    return {name: file_fingerprint(files[name]) if name in files and files[name].is_file() else None
+            for name in names}
+
+
 def get_judge(name: str, **options: Any) -> Judge:
     """A judge by registry name; ``options`` (judge_model, base_url) go to the judges that use them."""
     if name not in JUDGES:
