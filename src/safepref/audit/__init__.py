@@ -6,7 +6,8 @@ constraint. This stage measures that for any preference data:
 
 1. Each response (chosen and rejected of every pair) becomes a feature vector, per feature set:
    ``hidden:MODEL[:LAYER]`` (the target model's hidden states over the response tokens, given its prompt),
-   ``embed`` (sentence embeddings of the response) or ``shallow`` (length, punctuation, markdown, phrase cues).
+   ``embed`` (sentence embeddings of the response's first 128 word pieces) or ``shallow`` (length, punctuation,
+   markdown, phrase cues).
 2. A standardised logistic regression classifies chosen vs rejected, cross-validated in k folds grouped by prompt
    (no prompt, hence no pair, on both sides of a split), giving an out-of-fold score for every response.
 3. Accuracy carries a 95% CI from a bootstrap over prompts: the two sides of a pair (and pairs that share a
@@ -85,7 +86,8 @@ class AuditConfig:
     """How to audit a preference dataset for separability."""
 
     features: list[str] = field(default_factory=lambda: ["shallow", "embed"])
-    """Feature sets: ``shallow``, ``embed`` (bundled MiniLM) or ``embed:NAME``, ``hidden:MODEL[:LAYER]`` (layer
+    """Feature sets: ``shallow``, ``embed`` (bundled MiniLM over each answer's first 128 word pieces) or
+    ``embed:NAME``, ``hidden:MODEL[:LAYER]`` (layer
     index into the hidden states, 0 = embeddings, negative from the end, last by default), or ``all``
     (shallow, embed and hidden of the default target model)."""
     folds: int = Field(default=5, ge=2)

@@ -19,10 +19,12 @@ def _fmt(value) -> str:
 
 def _inputs(features: dict) -> str:
     answer = f"static MiniLM embedding of the answer's first {features['static_tokens']} word pieces"
+    in_context = (f", MiniLM sentence embedding of the answer's first {features['answer_tokens']} word pieces"
+                  if features.get("answer_tokens") else "")
     if not features.get("request", True):
-        return f"[{answer}, two refusal-phrase flags, the text logit] (the request is not read)"
-    return (f"[MiniLM sentence embedding of the request, {answer}, the product of both static embeddings, two "
-            "refusal-phrase flags, the text logit]")
+        return f"[{answer}{in_context}, two refusal-phrase flags, the text logit] (the request is not read)"
+    return (f"[MiniLM sentence embedding of the request, {answer}, the product of both static embeddings"
+            f"{in_context}, two refusal-phrase flags, the text logit]")
 
 
 def model_card_markdown(card: dict) -> str:
