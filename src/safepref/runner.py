@@ -171,8 +171,7 @@ class Run:
         ranked_by = sorted([s.response_id, s.reward_model, s.score, s.key] for s in (scores or [])
                            if s.response_id in used) if recipe.needs_scores else None
         key = stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
-                        ranked_by, build.seed, build.stronger, build.peers,
-                        judge_fingerprints(["harm", "refusal"]))  # its summary carries the pair diagnostics
+                        ranked_by, build.seed, build.stronger, build.peers)
         out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
         if not out.exists():
             summary = BuildSummary(recipe=recipe.name, target=target.model)
