@@ -143,7 +143,7 @@ def test_audit_embeddings_are_the_judges_answer_pass_and_are_reused(monkeypatch)
     from safepref.audit.features import embedding_features
     from safepref.judges import features
 
-    answers = ["Sure, here is how you pick a lock: first insert the tension wrench.",
+    answers = ["Sure, here is how you pick a shed's lock: first insert the tension wrench, then rake the pins.",
                "I'm sorry, but I can't help with that request.", "Paris is the capital of France."]
     audit_vectors = embedding_features(answers, "minilm-l6", batch_size=8)
     assert audit_vectors.shape == (3, 384)
@@ -158,6 +158,6 @@ def test_audit_embeddings_are_the_judges_answer_pass_and_are_reused(monkeypatch)
     judged = embedder.encode(answers, tokens=head_config["answer_tokens"], chars=head_config["answer_chars"])
     assert encoded == []  # nothing recomputed
     assert np.allclose(judged, audit_vectors, atol=1e-6)
-    get_judge("harm").judge([JudgeInput(id=str(i), prompt="How do I pick a lock?", response=a)
-                             for i, a in enumerate(answers)])
-    assert encoded == ["How do I pick a lock?"]  # the request, once; the answers came from the audit's pass
+    request = "How do I pick the lock of a bike shed without its key (a request no other test embeds)?"
+    get_judge("harm").judge([JudgeInput(id=str(i), prompt=request, response=a) for i, a in enumerate(answers)])
+    assert encoded == [request]  # the request, once; the answers came from the audit's pass

@@ -11,7 +11,7 @@
 Why the answer's contextual pass reads only its opening: whether an answer complies shows in its first sentences,
 and a 128-piece MiniLM pass runs at ~36 answers/s on 2 cores (64 pieces: ~80/s), above the 20/s a grid needs,
 where a 256-piece pass does not. Leave-one-source-out, the 128-piece pass raised the judge's agreement on held-out
-GPTFuzz answers from 0.768 to 0.823 (64 pieces: 0.801; the request and answer read together in one pass: 0.796).
+GPTFuzz answers from 0.768 to 0.82 (64 pieces: 0.80; the request and answer read together in one pass: 0.80).
 """
 
 from __future__ import annotations
