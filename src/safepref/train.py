@@ -318,8 +318,9 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
             import torch
 
             rows = list(sequences) + ([sequences[-1]] if len(sequences) % 2 else [])
-            cut = (slice(None, self.args.max_length) if self.args.truncation_mode == "keep_start"
-                   else slice(-self.args.max_length, None))
+            limit = self.args.max_length
+            cut = (slice(None) if limit is None else slice(None, limit) if self.args.truncation_mode == "keep_start"
+                   else slice(-limit, None))
             ids = [(list(p) + list(c))[cut] for p, c in rows]
             completion = [([0] * len(p) + [1] * len(c))[cut] for p, c in rows]
             width = max(len(x) for x in ids)
