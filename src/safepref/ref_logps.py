@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from safepref.io import fingerprint
+from safepref.paths import safepref_home
+
 Sequences = list[tuple[list[int], list[int]]]  # (prompt ids, completion ids)
+
+
+def ref_logps_cache_dir() -> Path:
+    return safepref_home() / "ref-logps"
 
 
 def answer_key(prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> str:
@@ -65,3 +72,47 @@ class AnswerLogpStore:
 
     def lookup(self, sequences: Sequences) -> list[float]:
         return [self.values[answer_key(p, c)] for p, c in sequences]
+
+
+class PerAnswerReference:
+    """Mixed into TRL's ``DPOTrainer`` (``safepref.train.make_trainer``): reference log-probs from the per-answer
+    store, computing only the answers no earlier run on this reference has seen, with TRL's own
+    ``compute_ref_log_probs``."""
+
+    def _per_answer_ref_logps(self, dataset, batch_size: int, reference_hash: str | None):
+        from datasets import Dataset, concatenate_datasets
+
+        args = self.args
+        key = fingerprint(reference_hash, args.max_length, args.truncation_mode, args.bf16, length=20)
+        store = AnswerLogpStore(ref_logps_cache_dir() / f"answers-{key}.npz")
+        prompts = dataset["prompt_ids"]
+        chosen = list(zip(prompts, dataset["chosen_ids"], strict=True))
+        rejected = list(zip(prompts, dataset["rejected_ids"], strict=True))
+        computed = store.fill(chosen + rejected, self._sequence_ref_logps, batch=2 * batch_size)
+        unique = len({(tuple(p), tuple(c)) for p, c in chosen + rejected})
+        self.reference_source = ("cached" if computed == 0 else "computed" if computed == unique
+                                 else f"computed {computed} of {unique} answers, the rest cached")
+        refs = Dataset.from_dict({"ref_chosen_logps": store.lookup(chosen), "ref_rejected_logps": store.lookup(rejected)})
+        return concatenate_datasets([dataset, refs], axis=1)
+
+    def _sequence_ref_logps(self, sequences: Sequences) -> list[float]:
+        """log p_ref(completion | prompt) of each (prompt ids, completion ids), truncated and padded as TRL's collator
+        does, one row per sequence (TRL's batch halves are chosen and rejected; here any rows, an even count)."""
+        import torch
+
+        rows = list(sequences) + ([sequences[-1]] if len(sequences) % 2 else [])
+        limit = self.args.max_length
+        cut = (slice(None) if limit is None else slice(None, limit) if self.args.truncation_mode == "keep_start"
+               else slice(-limit, None))
+        ids = [(list(p) + list(c))[cut] for p, c in rows]
+        completion = [([0] * len(p) + [1] * len(c))[cut] for p, c in rows]
+        width = max(len(x) for x in ids)
+        pad_id = self.data_collator.pad_token_id
+        device = self.accelerator.device
+        inputs = {
+            "input_ids": torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device),
+            "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in completion], device=device),
+        }
+        first, second = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+        return torch.cat([first, second]).float().cpu().tolist()[: len(sequences)]

@@ -56,8 +56,8 @@ from pydantic.dataclasses import dataclass
 from safepref.errors import InputError
 from safepref.io import file_fingerprint, fingerprint, iter_jsonl, read_pairs, write_json_atomic
 from safepref.models import REGISTRY, load_model, load_tokenizer, resolve_model_path
-from safepref.paths import safepref_home
 from safepref.records import Pair
+from safepref.ref_logps import ref_logps_cache_dir
 from safepref.train_config import IDENTITY_FILE, DPOTrainingConfig, identity_differences, run_identity, training_record
 from safepref.train_dynamics import cut_dynamics, dynamics_callback, plot_dynamics
 from safepref.versions import package_versions
@@ -249,10 +249,6 @@ def weights_hash(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def ref_logps_cache_dir() -> Path:
-    return safepref_home() / "ref-logps"
-
-
 def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
     """A TRL ``DPOTrainer`` with two additions, both around TRL rather than instead of it:
 
@@ -265,13 +261,15 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import DPOTrainer
 
-    class SafeprefDPOTrainer(DPOTrainer):
+    from safepref.ref_logps import PerAnswerReference
+
+    class SafeprefDPOTrainer(PerAnswerReference, DPOTrainer):
         reference_source = "per-step"
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             args = self.args
             if args.ld_alpha is None and not self.is_deepspeed_enabled and self.accelerator.num_processes == 1:
-                return self._per_answer_ref_logps(dataset, batch_size)
+                return self._per_answer_ref_logps(dataset, batch_size, reference_hash)
             # length-desensitised DPO mixes the two sides' lengths; sharded models need TRL's own pass
             key = fingerprint(reference_hash, args.max_length, args.truncation_mode, args.ld_alpha, args.bf16,
                               dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict(), length=20)
@@ -292,47 +290,6 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
                     np.save(handle, values)
                 os.replace(tmp, path)
             return with_refs
-
-        def _per_answer_ref_logps(self, dataset, batch_size):
-            """Reference log-probs from the per-answer store (safepref.ref_logps), computing only the answers no
-            earlier run on this reference has seen, with TRL's own ``compute_ref_log_probs``."""
-            from safepref.ref_logps import AnswerLogpStore
-
-            args = self.args
-            key = fingerprint(reference_hash, args.max_length, args.truncation_mode, args.bf16, length=20)
-            store = AnswerLogpStore(ref_logps_cache_dir() / f"answers-{key}.npz")
-            prompts = dataset["prompt_ids"]
-            chosen = list(zip(prompts, dataset["chosen_ids"], strict=True))
-            rejected = list(zip(prompts, dataset["rejected_ids"], strict=True))
-            computed = store.fill(chosen + rejected, self._sequence_ref_logps, batch=2 * batch_size)
-            unique = len({(tuple(p), tuple(c)) for p, c in chosen + rejected})
-            self.reference_source = ("cached" if computed == 0 else "computed" if computed == unique
-                                     else f"computed {computed} of {unique} answers, the rest cached")
-            refs = Dataset.from_dict({"ref_chosen_logps": store.lookup(chosen),
-                                      "ref_rejected_logps": store.lookup(rejected)})
-            return concatenate_datasets([dataset, refs], axis=1)
-
-        def _sequence_ref_logps(self, sequences):
-            """log p_ref(completion | prompt) of each (prompt ids, completion ids), truncated and padded as TRL's
-            collator does, one row per sequence (TRL's batch halves are chosen and rejected; here any rows)."""
-            import torch
-
-            rows = list(sequences) + ([sequences[-1]] if len(sequences) % 2 else [])
-            limit = self.args.max_length
-            cut = (slice(None) if limit is None else slice(None, limit) if self.args.truncation_mode == "keep_start"
-                   else slice(-limit, None))
-            ids = [(list(p) + list(c))[cut] for p, c in rows]
-            completion = [([0] * len(p) + [1] * len(c))[cut] for p, c in rows]
-            width = max(len(x) for x in ids)
-            pad_id = self.data_collator.pad_token_id
-            device = self.accelerator.device
-            inputs = {
-                "input_ids": torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device),
-                "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device),
-                "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in completion], device=device),
-            }
-            first, second = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
-            return torch.cat([first, second]).float().cpu().tolist()[: len(sequences)]
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
