@@ -75,7 +75,7 @@ def refusal_flags(responses: list[str]) -> np.ndarray:
 # feature, the harm judge and the refusal judge all read the answer's opening in context, so pair diagnostics after
 # an audit (or both judges on the same answers) pay for each answer's pass once. Bounded: cleared when full.
 _RECENT: dict[str, np.ndarray] = {}
-_RECENT_LIMIT = 200_000
+_RECENT_LIMIT = 50_000  # 384 float32 each: at most ~77 MB
 _MODELS: dict[tuple[str, str], object] = {}
 
 
