@@ -55,20 +55,19 @@ class AnswerLogpStore:
         os.replace(tmp, self.path)
         self.values = merged
 
-    def fill(self, sequences: Sequences, compute: Callable[[Sequences], list[float]], batch: int) -> int:
+    def fill(self, sequences: Sequences, compute: Callable[[Sequences], list[float]],
+             batch: int) -> tuple[int, int]:
         """Compute the log-probs of the sequences not yet stored, ``batch`` at a time, saving after each batch;
-        returns how many were computed. Sequences are sorted by length so batches carry little padding."""
-        todo = {}
-        for prompt, completion in sequences:
-            key = answer_key(prompt, completion)
-            if key not in self.values:
-                todo[key] = (prompt, completion)
+        returns (how many were computed, how many distinct sequences there are). Sequences are sorted by length so
+        batches carry little padding."""
+        distinct = {answer_key(p, c): (p, c) for p, c in sequences}
+        todo = {key: sequence for key, sequence in distinct.items() if key not in self.values}
         items = sorted(todo.items(), key=lambda kv: len(kv[1][0]) + len(kv[1][1]))
         for start in range(0, len(items), batch):
             chunk = items[start:start + batch]
             self.values.update(zip([k for k, _ in chunk], compute([s for _, s in chunk]), strict=True))
             self.save()
-        return len(items)
+        return len(items), len(distinct)
 
     def lookup(self, sequences: Sequences) -> list[float]:
         return [self.values[answer_key(p, c)] for p, c in sequences]
@@ -88,8 +87,7 @@ class PerAnswerReference:
         prompts = dataset["prompt_ids"]
         chosen = list(zip(prompts, dataset["chosen_ids"], strict=True))
         rejected = list(zip(prompts, dataset["rejected_ids"], strict=True))
-        computed = store.fill(chosen + rejected, self._sequence_ref_logps, batch=2 * batch_size)
-        unique = len({(tuple(p), tuple(c)) for p, c in chosen + rejected})
+        computed, unique = store.fill(chosen + rejected, self._sequence_ref_logps, batch=2 * batch_size)
         self.reference_source = ("cached" if computed == 0 else "computed" if computed == unique
                                  else f"computed {computed} of {unique} answers, the rest cached")
         refs = Dataset.from_dict({"ref_chosen_logps": store.lookup(chosen), "ref_rejected_logps": store.lookup(rejected)})

@@ -153,7 +153,7 @@ class EmbeddingRMConfig:
 
 def last_user_turn(pair) -> str:
     """The request a multi-turn HH transcript ends on: what a (prompt, response) scorer sees as the prompt."""
-    return [m.content for m in pair.prompt if m.role == "user"][-1]
+    return pair.request_text
 
 
 def preference_split(config: EmbeddingRMConfig) -> dict[str, tuple[list, list]]:

@@ -86,20 +86,20 @@ OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules")
 
 
 def judge_fingerprints(names: list[str]) -> dict[str, str | None]:
-    """What each judge decides from, for the content keys of stages whose results a judge decides: the shipped head
-    of a trained judge, the phrase list of a rule judge (None: nothing shipped to fingerprint). Retraining a head
-    or editing a list makes a resumed run judge again instead of reusing old verdicts."""
-    from importlib import resources
-
+    """What each judge decides from, for the content keys of stages whose results a judge decides: a rule judge's
+    phrase list; a trained judge's shipped head and both phrase lists (its refusal flags read them). None: nothing
+    shipped to fingerprint. Retraining a head or editing a list makes a resumed run judge again."""
     from safepref.io import file_fingerprint
     from safepref.judges.head import shipped_head_path
+    from safepref.judges.keyword import keyword_phrases
+    from safepref.judges.refusal import refusal_phrases
+    from safepref.keys import content_key
 
-    package = resources.files("safepref.judges")
-    files = {"harm": shipped_head_path("harm"), "refusal": shipped_head_path("refusal"),
-             "keyword": Path(str(package / "keyword_phrases.txt")),
-             "refusal-rules": Path(str(package / "refusal_phrases.yaml"))}
-    return {name: file_fingerprint(files[name]) if name in files and files[name].is_file() else None
-            for name in names}
+    phrases = {"keyword": content_key(keyword_phrases()), "refusal-rules": content_key(refusal_phrases())}
+    heads = {name: shipped_head_path(name) for name in ("harm", "refusal")}
+    found = {**phrases, **{name: content_key(file_fingerprint(path), phrases) for name, path in heads.items()
+                           if path.is_file()}}
+    return {name: found.get(name) for name in names}
 
 
 def get_judge(name: str, **options: Any) -> Judge:
