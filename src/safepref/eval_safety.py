@@ -36,7 +36,8 @@ class SafetyEvalConfig(BaseModel):
                                description="judge names (harm: the headline ASR; keyword: the paper's)")
     limit: int | None = Field(None, description="first N suite prompts (advbench's default is the paper's 100)")
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
-    batch_size: int = Field(16, ge=1, description="generation batch size")
+    # On 2 CPU cores a decoding step of 64 rows costs ~2.7x one of 16 (small batches are bound by reading weights).
+    batch_size: int = Field(64, ge=1, description="generation batch size")
     seed: int = Field(0, description="generation seed (greedy decoding does not depend on it)")
     judge_model: str | None = Field(None, description="llm judge: openai:<model>")
     base_url: str | None = Field(None, description="llm judge endpoint (default $OPENAI_BASE_URL)")

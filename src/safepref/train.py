@@ -250,10 +250,11 @@ def weights_hash(model: Any) -> str:
 
 
 def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
-    """A TRL ``DPOTrainer`` with two additions, both around TRL rather than instead of it:
+    """A TRL ``DPOTrainer`` with three additions, all around TRL rather than instead of it:
 
     - reference log-probs read from / written to safepref's cache (see the module docstring);
-    - a length-grouped sampler that knows DPO's columns (the stock one looks for ``input_ids``).
+    - a length-grouped sampler that knows DPO's columns (the stock one looks for ``input_ids``);
+    - on the CPU, forwards without padding or prompt logits (``safepref.compact_head``).
     ``trainer.reference_source`` says "computed", "cached" or "per-step" (not precomputed).
     """
     import numpy as np
@@ -261,12 +262,14 @@ def make_trainer(reference_hash: str | None, **trainer_kwargs: Any):
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import DPOTrainer
 
+    from safepref.compact_head import CompactHeads
     from safepref.ref_logps import PerAnswerReference
 
-    class SafeprefDPOTrainer(PerAnswerReference, DPOTrainer):
+    class SafeprefDPOTrainer(CompactHeads, PerAnswerReference, DPOTrainer):
         reference_source = "per-step"
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
+            self.install_compact_heads()  # TRL runs this pass inside its __init__
             args = self.args
             if args.ld_alpha is None and not self.is_deepspeed_enabled and self.accelerator.num_processes == 1:
                 return self._per_answer_ref_logps(dataset, batch_size, reference_hash)

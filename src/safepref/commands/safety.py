@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="run folder (resumable)"),
         limit: int = typer.Option(None, "--limit", help="first N prompts of the suite (advbench default: 100)"),
         max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="greedy answer length"),
-        batch_size: int = typer.Option(16, "--batch-size"),
+        batch_size: int = typer.Option(64, "--batch-size"),
         judge_model: str = typer.Option(None, "--judge-model", help="llm judge: openai:<model>"),
         base_url: str = typer.Option(None, "--base-url", help="llm judge endpoint (default $OPENAI_BASE_URL)"),
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the summary)"),
