@@ -30,7 +30,7 @@ def test_compact_forward_equals_trls_fused_head(tiny_model_dir: Path):
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from safepref.compact_head import install
+    from safepref.compact_head import POLICY_OUTPUTS, install
     from safepref.models import load_model
 
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def test_compact_forward_equals_trls_fused_head(tiny_model_dir: Path):
     for model in (trl_model, ours):
         model.train()
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
-    assert install(ours) and not install(ours)  # installs once
+    assert install(ours, POLICY_OUTPUTS) and not install(ours)  # installs once
     expected, expected_grad = forward_and_gradient(trl_model)
     got, grad = forward_and_gradient(ours)
     for name in ("log_probs", "entropy", "mean_logits"):

@@ -33,8 +33,12 @@ def supported(model) -> bool:
     return all(getattr(config, name, None) in (None, 1.0) for name in _RESCALING_FIELDS)
 
 
-def install(model) -> bool:
-    """Wrap ``model.forward`` (already patched by TRL's ``add_fused_lm_head``); returns whether it did."""
+POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # what TRL's DPO metrics read
+
+
+def install(model, outputs: tuple[str, ...] = ("log_probs",)) -> bool:
+    """Wrap ``model.forward`` (already patched by TRL's ``add_fused_lm_head``) to return ``outputs`` (the fields
+    TRL asked its head for; each extra one is a pass over every position's vocabulary); returns whether it did."""
     if not supported(model) or getattr(model, "_safepref_compact_head", False):
         return False
     trl_forward = model.forward
@@ -43,7 +47,7 @@ def install(model) -> bool:
         if (not fused_lm_head or shift_labels is not None or args or kwargs.get("attention_mask") is None
                 or kwargs.get("output_router_logits")):  # MoE: TRL's path adds the load-balancing loss
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels, **kwargs)
-        return _compact_forward(self, labels=labels, **kwargs)
+        return _compact_forward(self, outputs, labels=labels, **kwargs)
 
     model.forward = types.MethodType(forward, model)
     model._safepref_compact_head = True
@@ -67,7 +71,7 @@ def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
     return groups[::-1]
 
 
-def _compact_forward(model, *, input_ids, attention_mask, labels, **kwargs) -> Any:
+def _compact_forward(model, outputs: tuple[str, ...], *, input_ids, attention_mask, labels, **kwargs) -> Any:
     from trl.trainer.utils import FusedCausalLMOutput
 
     kwargs.pop("use_cache", None)
@@ -81,7 +85,7 @@ def _compact_forward(model, *, input_ids, attention_mask, labels, **kwargs) -> A
                                   use_cache=False, **kwargs).last_hidden_state[:, :-1]
         group_labels = labels[index, 1:width]
         mask = group_labels != -100
-        for name, values in _head(model, hidden[mask], group_labels[mask]).items():
+        for name, values in _head(model, hidden[mask], group_labels[mask], outputs).items():
             full = fields.setdefault(name, values.new_zeros(shape))
             scattered = values.new_zeros((len(rows), width - 1)).masked_scatter(mask, values)
             fields[name] = full.index_put((index,), torch.nn.functional.pad(scattered, (0, shape[1] - width + 1)))
@@ -89,21 +93,25 @@ def _compact_forward(model, *, input_ids, attention_mask, labels, **kwargs) -> A
     log_probs = fields.get("log_probs", input_ids.new_zeros(shape, dtype=torch.float32))
     return FusedCausalLMOutput(loss=-log_probs.sum() / label_mask.sum().clamp(min=1), log_probs=log_probs,
                                entropy=fields.get("entropy"), log_sum_sq_probs=fields.get("log_sum_sq_probs"),
-                               mean_logits=fields.get("mean_logits"), is_top1=fields["is_top1"].bool() if fields else None,
+                               mean_logits=fields.get("mean_logits"),
+                               is_top1=fields["is_top1"].bool() if "is_top1" in fields else None,
                                label_mask=label_mask)
 
 
-def _head(model, hidden: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-position log-probability of the label (with gradient) and TRL's metrics fields (without)."""
+def _head(model, hidden: torch.Tensor, labels: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-position log-probability of the label (with gradient) and the metrics fields asked for (without)."""
     logits = model.get_output_embeddings()(hidden).float()
     log_softmax = logits.log_softmax(dim=-1)
     fields = {"log_probs": log_softmax.gather(1, labels[:, None]).squeeze(1)}
     with torch.no_grad():
-        probs = log_softmax.exp()
-        fields["entropy"] = -(probs * log_softmax).sum(dim=-1)
-        fields["log_sum_sq_probs"] = torch.logsumexp(2 * log_softmax, dim=-1)
-        fields["mean_logits"] = logits.mean(dim=-1)
-        fields["is_top1"] = (logits.argmax(dim=-1) == labels).to(logits.dtype)  # a bool once assembled
+        if "entropy" in outputs:
+            fields["entropy"] = -(log_softmax.exp() * log_softmax).sum(dim=-1)
+        if "log_sum_sq_probs" in outputs:
+            fields["log_sum_sq_probs"] = torch.logsumexp(2 * log_softmax, dim=-1)
+        if "mean_logits" in outputs:
+            fields["mean_logits"] = logits.mean(dim=-1)
+        if "is_top1" in outputs:
+            fields["is_top1"] = (logits.argmax(dim=-1) == labels).to(logits.dtype)  # a bool once assembled
     return fields
 
 
@@ -122,6 +130,6 @@ class CompactHeads:
             return
         policy = self.accelerator.unwrap_model(self.model)
         policy = policy.get_base_model() if isinstance(policy, PeftModel) else policy
-        for model in (policy, self.ref_model):
-            if model is not None:
-                install(self.accelerator.unwrap_model(model))
+        install(policy, POLICY_OUTPUTS + (("log_sum_sq_probs",) if self.use_weighting else ()))
+        if self.ref_model is not None:
+            install(self.accelerator.unwrap_model(self.ref_model))

@@ -242,10 +242,18 @@ def default_model_path(config: SafetyRMConfig | None = None) -> Path:
     return safepref_home() / "reward_models" / f"{SAFETY_RM}-{key}.joblib"
 
 
+_LOADED: dict[tuple[str, int, int], SafetyRewardModel] = {}
+
+
 def load_safety_rm() -> SafetyRewardModel:
-    """The default ``safety-bt``: from the cache, or trained now (a few minutes on 2 cores) and cached atomically."""
+    """The default ``safety-bt``: from the cache, or trained now (a few minutes on 2 cores) and cached atomically.
+    Kept in the process once read (unpickling it takes ~5 s; a grid scores with it in every benign stage)."""
     path = default_model_path()
-    if path.is_file():
-        return SafetyRewardModel.from_file(path)
-    model, _ = train_safety_rm(SafetyRMConfig(), out=path)
-    return model
+    if not path.is_file():
+        train_safety_rm(SafetyRMConfig(), out=path)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = SafetyRewardModel.from_file(path)
+    return _LOADED[key]
