@@ -93,11 +93,14 @@ class Embedder:
 
     @property
     def model(self):
-        key = (self.config.embedder, self.device)
+        from safepref.device import resolve_device
+
+        device = str(resolve_device(self.device))  # "auto" and "cpu" are one model on a CPU machine
+        key = (self.config.embedder, device)
         if key not in _MODELS:
             from safepref.models import load_embedder
 
-            _MODELS[key] = load_embedder(self.config.embedder, device=self.device)
+            _MODELS[key] = load_embedder(self.config.embedder, device=device)
         return _MODELS[key]
 
     @property
