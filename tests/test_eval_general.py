@@ -151,3 +151,26 @@ def test_real_smollm2_on_arc_easy_scores_above_chance(smollm2_dir, tmp_path):
     # 0-shot here. Asserted: the 95% interval lies above chance (it does from 34 right answers on).
     low, _ = wilson_interval(round(arc["value"] * 100), 100)
     assert low > arc["chance"]
+
+
+def test_lm_eval_gets_safeprefs_task_manager_not_its_default_index(tmp_path, monkeypatch):
+    """Without a task manager ``simple_evaluate`` builds lm-eval's default one, indexing every bundled task YAML
+    (~14 s a call on 2 cores); the one handed over reads safepref's task folder only."""
+    from types import SimpleNamespace
+
+    import lm_eval
+
+    seen = {}
+
+    def fake_simple_evaluate(**kwargs):
+        seen.update(kwargs)
+        return {"results": {}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake_simple_evaluate)
+    resolved = eval_general.ResolvedModel("model-dir", None, "model-dir", {"hub": "model-dir"})
+    placement = SimpleNamespace(dtype_name="float32", device="cpu")
+    eval_general._run_lm_eval(resolved, placement, {}, make_config(tasks=("arc_easy",), limit=2), tmp_path)
+    manager = seen["task_manager"]
+    assert str(manager.include_path) == str(eval_general.TASKS_DIR)
+    assert "arc_easy" in manager.all_tasks and len(manager.all_tasks) < 100  # lm-eval's own index has thousands
+    assert manager.metadata["pretrained"] == "model-dir"

@@ -161,3 +161,14 @@ def test_audit_embeddings_are_the_judges_answer_pass_and_are_reused(monkeypatch)
     request = "How do I pick the lock of a bike shed without its key (a request no other test embeds)?"
     get_judge("harm").judge([JudgeInput(id=str(i), prompt=request, response=a) for i, a in enumerate(answers)])
     assert encoded == [request]  # the request, once; the answers came from the audit's pass
+
+
+def test_auto_and_cpu_share_one_loaded_embedder():
+    """The audit asks for device "auto", the judges for "cpu": on a CPU machine that is one MiniLM, loaded once."""
+    import torch
+
+    from safepref.judges.features import Embedder
+
+    if torch.cuda.is_available():
+        pytest.skip("on a CUDA machine 'auto' is the GPU")
+    assert Embedder(FeatureConfig(), device="auto").model is Embedder(FeatureConfig(), device="cpu").model
