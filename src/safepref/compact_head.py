@@ -77,23 +77,20 @@ def _compact_forward(model, outputs: tuple[str, ...], *, input_ids, attention_ma
     kwargs.pop("use_cache", None)
     lengths = attention_mask.sum(dim=1).tolist()
     shape = (input_ids.size(0), input_ids.size(1) - 1)
-    fields: dict[str, torch.Tensor] = {}
+    hidden = None  # every row's hidden states, back in the batch's shape (zeros past each group's width)
     for rows in length_groups(lengths):
         width = max(lengths[i] for i in rows)
         index = torch.tensor(rows, device=input_ids.device)
-        hidden = model.base_model(input_ids=input_ids[index, :width], attention_mask=attention_mask[index, :width],
-                                  use_cache=False, **kwargs).last_hidden_state[:, :-1]
-        group_labels = labels[index, 1:width]
-        mask = group_labels != -100
-        for name, values in _head(model, hidden[mask], group_labels[mask], outputs).items():
-            full = fields.setdefault(name, values.new_zeros(shape))
-            scattered = values.new_zeros((len(rows), width - 1)).masked_scatter(mask, values)
-            fields[name] = full.index_put((index,), torch.nn.functional.pad(scattered, (0, shape[1] - width + 1)))
-    label_mask = labels[:, 1:] != -100
-    log_probs = fields.get("log_probs", input_ids.new_zeros(shape, dtype=torch.float32))
-    return FusedCausalLMOutput(loss=-log_probs.sum() / label_mask.sum().clamp(min=1), log_probs=log_probs,
-                               entropy=fields.get("entropy"), log_sum_sq_probs=fields.get("log_sum_sq_probs"),
-                               mean_logits=fields.get("mean_logits"),
+        group = model.base_model(input_ids=input_ids[index, :width], attention_mask=attention_mask[index, :width],
+                                 use_cache=False, **kwargs).last_hidden_state[:, :-1]
+        group = torch.nn.functional.pad(group, (0, 0, 0, shape[1] - group.size(1)))
+        hidden = (group.new_zeros((*shape, group.size(-1))) if hidden is None else hidden).index_put((index,), group)
+    label_mask = labels[:, 1:] != -100  # padding is -100 too, so no position past a row's own length is read
+    fields = {name: values.new_zeros(shape).masked_scatter(label_mask, values)
+              for name, values in _head(model, hidden[label_mask], labels[:, 1:][label_mask], outputs).items()}
+    return FusedCausalLMOutput(loss=-fields["log_probs"].sum() / label_mask.sum().clamp(min=1),
+                               log_probs=fields["log_probs"], entropy=fields.get("entropy"),
+                               log_sum_sq_probs=fields.get("log_sum_sq_probs"), mean_logits=fields.get("mean_logits"),
                                is_top1=fields["is_top1"].bool() if "is_top1" in fields else None,
                                label_mask=label_mask)
 

@@ -151,11 +151,6 @@ class EmbeddingRMConfig:
     embedder: str = EMBEDDING_MODEL
 
 
-def last_user_turn(pair) -> str:
-    """The request a multi-turn HH transcript ends on: what a (prompt, response) scorer sees as the prompt."""
-    return pair.request_text
-
-
 def preference_split(config: EmbeddingRMConfig) -> dict[str, tuple[list, list]]:
     """Per dataset: (train pairs, held-out pairs), split by distinct prompt with a seeded shuffle."""
     from safepref.data import load_dataset
@@ -163,11 +158,11 @@ def preference_split(config: EmbeddingRMConfig) -> dict[str, tuple[list, list]]:
     splits = {}
     for name in dict.fromkeys([*config.datasets, *config.eval_datasets]):
         pairs = load_dataset(name)
-        prompts = sorted({last_user_turn(p) for p in pairs})
+        prompts = sorted({p.request_text for p in pairs})
         random.Random(f"{config.seed}|{name}").shuffle(prompts)
         held_out = set(prompts[: round(config.held_out_fraction * len(prompts))])
-        splits[name] = ([p for p in pairs if last_user_turn(p) not in held_out],
-                        [p for p in pairs if last_user_turn(p) in held_out])
+        splits[name] = ([p for p in pairs if p.request_text not in held_out],
+                        [p for p in pairs if p.request_text in held_out])
     return splits
 
 
@@ -299,7 +294,7 @@ def _make_head(n_features: int, hidden: int):
 
 
 def _pair_features(model: EmbeddingRewardModel, pairs: list) -> tuple[np.ndarray, np.ndarray]:
-    prompts = [last_user_turn(p) for p in pairs]
+    prompts = [p.request_text for p in pairs]
     chosen = model.features(prompts, [p.chosen_text for p in pairs])
     rejected = model.features(prompts, [p.rejected_text for p in pairs])
     return chosen, rejected

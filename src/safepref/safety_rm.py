@@ -148,9 +148,7 @@ class SafetyRewardModel:
 
 
 def _held_out_prompts(splits: dict[str, tuple[list, list]]) -> set[str]:
-    from safepref.reward_model import last_user_turn
-
-    return {last_user_turn(p).strip() for _, held_out in splits.values() for p in held_out}
+    return {p.request_text.strip() for _, held_out in splits.values() for p in held_out}
 
 
 def _differences(model: SafetyRewardModel, pairs: list):

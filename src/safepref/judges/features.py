@@ -84,7 +84,10 @@ class Embedder:
     once across runs); at run time they are shared within the process only."""
 
     def __init__(self, config: FeatureConfig, cache_name: str | None = None, device: str = "cpu") -> None:
-        self.config, self.device = config, device
+        from safepref.device import resolve_device
+
+        # resolved once: "auto" and "cpu" are one model on a CPU machine (the audit asks for one, the judges the other)
+        self.config, self.device = config, str(resolve_device(device))
         self.cache_path = safepref_home() / "judges" / f"{cache_name}.npz" if cache_name else None
         self.vectors: dict[str, np.ndarray] = _RECENT if self.cache_path is None else {}
         if self.cache_path is not None and self.cache_path.is_file():
@@ -93,14 +96,11 @@ class Embedder:
 
     @property
     def model(self):
-        from safepref.device import resolve_device
-
-        device = str(resolve_device(self.device))  # "auto" and "cpu" are one model on a CPU machine
-        key = (self.config.embedder, device)
+        key = (self.config.embedder, self.device)
         if key not in _MODELS:
             from safepref.models import load_embedder
 
-            _MODELS[key] = load_embedder(self.config.embedder, device=device)
+            _MODELS[key] = load_embedder(self.config.embedder, device=self.device)
         return _MODELS[key]
 
     @property
