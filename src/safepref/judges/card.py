@@ -21,6 +21,11 @@ def _inputs(features: dict) -> str:
     answer = f"static MiniLM embedding of the answer's first {features['static_tokens']} word pieces"
     in_context = (f", MiniLM sentence embedding of the answer's first {features['answer_tokens']} word pieces"
                   if features.get("answer_tokens") else "")
+    if features.get("focus"):
+        return ("[MiniLM sentence embedding of the request; read from the answer's first paragraph that is not a "
+                f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}; the same "
+                "embedding of the answer's opening, a flag 'refused, then went on', two refusal-phrase flags, "
+                "the text logit]")
     if not features.get("request", True):
         return f"[{answer}{in_context}, two refusal-phrase flags, the text logit] (the request is not read)"
     return (f"[MiniLM sentence embedding of the request, {answer}, the product of both static embeddings"

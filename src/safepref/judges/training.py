@@ -53,7 +53,10 @@ class JudgeTrainingConfig:
             # answers to the same 450 XSTest prompts learned which prompts get refused, not what a refusal is.
             # Both read the answer's opening in context (see safepref.judges.features; for refusal it raised the
             # leave-one-model-out agreement on XSTest from 0.919 to 0.930 pooled, the lowest fold 0.891 to 0.918)
-            self.features = FeatureConfig(request=self.judge != "refusal", answer_tokens=128)
+            # harm also reads the answer after an opening refusal (features.answer_after_refusals): a refusal
+            # then compliance is compliance; for refusal it is a partial refusal, which XSTest labels 1
+            harm = self.judge == "harm"
+            self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm)
 
 
 @dataclass
