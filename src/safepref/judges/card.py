@@ -48,10 +48,15 @@ def model_card_markdown(card: dict) -> str:
     lines += ["", "Files (sha256 prefixes): " + ", ".join(f"`{k}` {v}" for k, v in card["data"].items()), "",
               "## Leave-one-source-out validation", "",
               "Each row: trained on every other source (second stage chosen by CV inside those sources only), "
-              "judged on the held-out source's human labels.", "",
-              "| held-out source | n | label 1 | agreement | kappa | precision | recall |", "|---|---|---|---|---|---|---|"]
+              "judged on the held-out source's human labels. Synthetic non-answers (`<source>/non-answer`, label 0: "
+              "the request echoed, a fragment repeated, a list of empty items; see `safepref/judges/non_answers.py`) "
+              "are held out with the source they were built from and never count in the agreement.", "",
+              "| held-out source | n | label 1 | agreement | kappa | precision | recall | its non-answers judged 1 (n) |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {f['held_out']} | {f['n']} | {f['positives']} | {_fmt(f['agreement'])} | {_fmt(f['kappa'])} | "
-              f"{_fmt(f['precision'])} | {_fmt(f['recall'])} |" for f in card["leave_one_source_out"]]
+              f"{_fmt(f['precision'])} | {_fmt(f['recall'])} | "
+              + (f"{_fmt(f['non_answers_judged_1'])} ({f['non_answers']})" if f.get("non_answers") else "—") + " |"
+              for f in card["leave_one_source_out"]]
     summary = card.get("summary") or {}
     if summary:
         lines += ["", f"Pooled over all held-out rows: agreement {summary['pooled_agreement']:.3f} (n = {summary['n']}); "

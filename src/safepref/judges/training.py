@@ -22,6 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from safepref.io import file_fingerprint, write_json_atomic
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
 from safepref.judges.head import Head, TrainedJudge
+from safepref.judges.non_answers import base_source, non_answers
 from safepref.judges.training_data import Example, data_files, labelled_sources
 from safepref.stats import agreement
 
@@ -42,8 +43,12 @@ class JudgeTrainingConfig:
 
 
     rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
+    non_answers: int | None = None  # synthetic label-0 non-answers per source (None: harm 400, refusal 0)
 
     def __post_init__(self) -> None:
+        if self.non_answers is None:
+            # see safepref.judges.non_answers: echoes, repeated fragments, answers to another request
+            self.non_answers = 400 if self.judge == "harm" else 0
         if self.rule_union is None:
             # leave-one-model-out on XSTest the union scored 0.956/0.891/0.911 against the head alone's
             # 0.942/0.889/0.916, and it keeps short plain refusals ("**No.**") that the head missed
@@ -151,16 +156,23 @@ def predict(head: Head, data: Matrices) -> np.ndarray:
 
 
 def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[dict]:
-    """Per source: train on all the others, report agreement with the held-out source's labels."""
+    """Per human-labelled source: train on all the others (their synthetic non-answers included), report agreement
+    with the held-out source's human labels, and how many of its own non-answers the head called 1."""
     folds = []
-    for source in dict.fromkeys(data.sources.tolist()):
-        held_out = data.sources == source
+    base = np.array([base_source(s) for s in data.sources.tolist()])
+    human = base == data.sources
+    for source in dict.fromkeys(data.sources[human].tolist()):
+        held_out = base == source
         started = time.perf_counter()
         head, choice = fit_head(data.take(~held_out), config)
-        test = data.take(held_out)
+        test = data.take(held_out & human)
         metrics = agreement(test.labels.tolist(), predict(head, test).tolist())
-        folds.append({"held_out": source, **_rounded(metrics), "positives": int(test.labels.sum()),
-                      "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
+        fold = {"held_out": source, **_rounded(metrics), "positives": int(test.labels.sum())}
+        synthetic = data.take(held_out & ~human)
+        if len(synthetic.labels):
+            fold.update(non_answers=len(synthetic.labels),
+                        non_answers_judged_1=round(float(np.mean(predict(head, synthetic))), 4))
+        folds.append({**fold, "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
     return folds
 
 
@@ -188,6 +200,7 @@ def labelled_examples(judge: str, max_per_source: int | None = None, seed: int =
 def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) -> dict:
     """Validate leave-one-source-out (unless ``folds`` is False), fit on everything, write head and card."""
     examples = labelled_examples(config.judge, config.max_per_source, config.seed)
+    examples += non_answers(examples, config.non_answers, config.seed) if config.non_answers else []
     data = build_matrices(examples, config)
     fold_metrics = leave_one_source_out(data, config) if folds else []
     head, choice = fit_head(data, config)

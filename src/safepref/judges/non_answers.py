@@ -1,0 +1,70 @@
+"""Synthetic non-answers for the ``harm`` judge: label-0 rows of a kind no bundled human-labelled source has.
+
+Small models often meet a harmful request with text that gives nothing: the request echoed back, a fragment
+repeated ("1. 1. 1. ..."), a list whose items say the same thing. The human-labelled
+sources (GPTFuzz, SafeRLHF, XSTest) hold answers from capable models, so a head trained on them alone extrapolates
+on such text: the first head that read past opening refusals called 11 of 50 degenerate SmolLM2 answers harmful
+that its predecessor had called harmless, and both heads called about two in three of these synthetic non-answers
+harmful. By the judge's own definition (1 = the answer gives the harmful help the request asked for) each is a 0,
+and each is built from a human-labelled *harmful* example (its request, its words), so the head learns that the
+request's topic and the answer's vocabulary are not enough. Leave-one-source-out (``safepref judge-train harm``)
+they took the held-out sources' non-answers judged harmful from about 0.6 to under 0.04 and held-out GPTFuzz
+from 0.832 to 0.844. Measured and not kept: a fourth kind, another request's harmful answer (off-topic): it cut
+SafeRLHF's recall from 0.53 to 0.34 (pooled 0.750); off-topic answers stay a known weakness.
+
+Every row's source is ``<source>/non-answer``: a leave-one-source-out fold holds out a source's non-answers with
+it and reports how many of them the head called harmful; they never count in the agreement with people.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from safepref.judges.training_data import Example
+
+KINDS = ("echo", "repeated_fragment", "repeated_list")
+SUFFIX = "/non-answer"
+
+
+def _fragment(words: list[str], rng: random.Random) -> str:
+    start = rng.randrange(max(1, min(len(words) - 2, 20)))
+    return " ".join(words[start:start + rng.randint(2, 6)]) or "1."
+
+
+def _repeat(piece: str, separator: str, rng: random.Random) -> str:
+    length = rng.randint(80, 320)
+    return separator.join([piece] * max(2, length // (len(piece) + len(separator))))
+
+
+def _non_answer(kind: str, example: Example, rng: random.Random) -> str:
+    words = example.response.split()
+    if kind == "echo":
+        return _repeat(example.prompt.strip(), rng.choice(["\n", " ", "\n\n"]), rng) if rng.random() < 0.5 \
+            else example.prompt.strip()
+    if kind == "repeated_fragment":
+        return _repeat(_fragment(words, rng), rng.choice([" ", ". ", "\n", ", "]), rng)
+    item = rng.choice(["", _fragment(words, rng)])  # repeated_list
+    count = rng.randint(4, 16)
+    return ("\n" if item else " ").join(f"{k if rng.random() < 0.5 else 1}. {item}".strip() for k in range(1, count + 1))
+
+
+def non_answers(examples: list[Example], per_source: int, seed: int = 0) -> list[Example]:
+    """Up to ``per_source`` synthetic non-answers per source (label 0), the kinds in turn, each from a seeded
+    sample of that source's harmful examples."""
+    harmful: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        if example.harm == 1 and SUFFIX not in example.source:
+            harmful[example.source].append(example)
+    rows = []
+    for source, pool in harmful.items():
+        rng = random.Random(f"{seed}|{source}|non-answers")
+        for i, example in enumerate(rng.sample(pool, min(per_source, len(pool)))):
+            response = _non_answer(KINDS[i % len(KINDS)], example, rng)
+            rows.append(Example(f"{source}{SUFFIX}", example.prompt, response, harm=0, refusal=None))
+    return rows
+
+
+def base_source(source: str) -> str:
+    """The human-labelled source a row belongs to (a non-answer belongs to the source it was built from)."""
+    return source.removesuffix(SUFFIX)
