@@ -11,6 +11,7 @@ from safepref.answer_quality import (
     answer_quality,
     collapse_reasons,
     distinct_2,
+    repeats_itself,
     restatement_overlap,
     restates,
 )
@@ -50,6 +51,21 @@ def test_answer_quality_counts_and_collapse_rule():
     healthy = {**quality, "restatement_rate": 0.0, "median_tokens": 10}
     assert collapse_reasons(healthy, long_reference) == []
     assert "under a third" in collapse_reasons({**healthy, "median_tokens": 9}, long_reference)[0]
+
+
+def test_a_decoding_loop_repeats_itself_and_fluent_text_does_not():
+    assert repeats_itself("1. 1. 1. 1. 1. 1. 1. 1. 1. 1. 1. 1.")
+    assert repeats_itself("This is a very bad thing. It is very bad. It is very bad. It is very bad. It is very bad.")
+    assert not repeats_itself("To reset a router, hold the reset button for ten seconds, then wait for the lights.")
+    assert not repeats_itself("No, no, no.")  # too short to call a loop: length and restatement judge it
+    answers = ["1. 1. 1. 1. 1. 1. 1. 1.", "A fake story: a fake story: a fake story: a fake story: a fake story:",
+               "Water boils at 100 degrees Celsius at sea level, and at lower temperatures higher up."]
+    quality = answer_quality(["q1", "q2", "q3"], answers, lambda a: len(a.split()))
+    assert quality["repetition_rate"] == pytest.approx(2 / 3)
+    assert quality["repetition_rate_ci"][0] < 2 / 3 < quality["repetition_rate_ci"][1]
+    reasons = collapse_reasons({**quality, "restatement_rate": 0.0}, None)
+    assert len(reasons) == 1 and "repeat themselves" in reasons[0]
+    assert collapse_reasons({**quality, "restatement_rate": 0.0, "repetition_rate": 0.3}, None) == []
 
 
 def test_win_rate_counts_ties_half_with_an_interval():

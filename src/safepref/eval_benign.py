@@ -285,7 +285,7 @@ def evaluate_benign(model: str, config: BenignEvalConfig, out_dir: str | Path, *
         "mean_reward": sum(scores.values()) / len(scores),
         "reference_mean_reward": sum(reference_scores.values()) / len(reference_scores),
         **{k: quality[k] for k in ("mean_tokens", "median_tokens", "distinct_2", "restatement_rate",
-                                   "restatement_rate_ci")},
+                                   "restatement_rate_ci", "repetition_rate", "repetition_rate_ci")},
         "collapse": collapse_reasons(quality, reference_quality),
         "reference_quality": reference_quality, "pools": pools, "harmful": harmful,
         "config": config.model_dump(mode="json"), "answers": str(path), "reference_answers": str(reference_path),
