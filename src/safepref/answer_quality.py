@@ -40,8 +40,6 @@ COLLAPSE_RESTATEMENT_SHARE = 0.30  # more answers than this restating their prom
 REPETITION_DISTINCT = 0.5  # an answer with under this share of distinct word bigrams repeats itself
 REPETITION_MIN_BIGRAMS = 4  # shorter answers are left to the length and restatement measures
 COLLAPSE_REPETITION_SHARE = 0.30  # more answers than this repeating themselves: collapsed (as for restatement)
-# keys the stored quality figures: bumped when a measure is added or changed, so runs recompute them
-MEASURES_VERSION = 2
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 

@@ -16,7 +16,10 @@ from pydantic import BaseModel
 
 # Bumped when a stage changes what it computes from the same inputs, so old artifacts stop matching.
 STAGE_VERSIONS = {"generate": 1, "score": 1, "build": 1, "eval_safety": 1, "train": 1,
-                  "debias": 1, "eval_benign": 1}
+                  "debias": 1, "eval_benign": 1,
+                  # the answer measures inside the benign stage (safepref.answer_quality; 2: repetition): bumping
+                  # it recomputes the measures, not the benign answers, which keep the eval_benign key
+                  "answer_quality": 2}
 
 
 def _canonical(value: Any) -> Any:

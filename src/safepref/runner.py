@@ -25,7 +25,7 @@ from safepref.audit.features import EMBED_TOKENS as AUDIT_EMBED_TOKENS
 from safepref.errors import InputError
 from safepref.io import file_fingerprint, write_json_atomic
 from safepref.judges import judge_fingerprints
-from safepref.keys import content_key, prompt_set_key, stage_key
+from safepref.keys import STAGE_VERSIONS, content_key, prompt_set_key, stage_key
 from safepref.paths import slug
 from safepref.runner_config import (
     SFT,
@@ -344,7 +344,6 @@ class Run:
     def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
         """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
         eval-safety answered; both answer sets are shared through ``benign/answers``."""
-        from safepref.answer_quality import MEASURES_VERSION
         from safepref.eval_benign import BenignEvalConfig, evaluate_benign
 
         spec = self.config.benign
@@ -354,7 +353,7 @@ class Run:
                                   dtype=self.config.dtype)
         key = stage_key("eval_benign", models.weights_fingerprint(model), models.weights_fingerprint(target.model),
                         config.key_dump(), [file_fingerprint(Path(p)) for p in safety_summaries],
-                        judge_fingerprints(["refusal"]), {"answer_measures": MEASURES_VERSION})
+                        judge_fingerprints(["refusal"]), {"answer_measures": STAGE_VERSIONS["answer_quality"]})
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
         if not (out / "summary.json").exists():
             evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",

@@ -47,7 +47,7 @@ class JudgeTrainingConfig:
 
     def __post_init__(self) -> None:
         if self.non_answers is None:
-            # see safepref.judges.non_answers: echoes, repeated fragments, answers to another request
+            # see safepref.judges.non_answers: echoed requests, repeated fragments, lists of empty items
             self.non_answers = 400 if self.judge == "harm" else 0
         if self.rule_union is None:
             # leave-one-model-out on XSTest the union scored 0.956/0.891/0.911 against the head alone's
