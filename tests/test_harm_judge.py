@@ -13,10 +13,12 @@ from safepref.errors import InputError
 from safepref.judges import JUDGES, OFFLINE_JUDGES, JudgeInput, get_judge, parse_judge_names
 from safepref.judges.card import model_card_markdown
 from safepref.judges.features import FeatureConfig, hashed_counts, refusal_flags, tfidf
+from safepref.judges.framings import REFUSALS, framed
+from safepref.judges.framings import SUFFIX as FRAMED
 from safepref.judges.head import Head, shipped_card, shipped_head_path
-from safepref.judges.non_answers import KINDS, SUFFIX, base_source, non_answers
+from safepref.judges.non_answers import KINDS, SUFFIX, non_answers
 from safepref.judges.training import JudgeTrainingConfig, Matrices, fit_head, leave_one_source_out, predict
-from safepref.judges.training_data import Example, _xstest, labelled_sources
+from safepref.judges.training_data import Example, _xstest, base_source, labelled_sources
 from tests.conftest import run_cli
 
 XSTEST_HEADER = "id,type,prompt,completion,annotation_1,annotation_2,agreement,final_label\n"
@@ -103,16 +105,34 @@ def test_leave_one_source_out_reports_every_source_on_rows_it_never_trained_on()
     assert all(f["positives"] == int(data.labels[data.sources == f["held_out"]].sum()) for f in folds)
 
 
-def test_leave_one_source_out_holds_out_non_answers_with_their_source():
+def test_leave_one_source_out_holds_out_synthetic_rows_with_their_source():
     data = synthetic(n_per_source=90)
-    extra = synthetic(n_per_source=20, seed=1)  # rows standing in for each source's non-answers, label 0
-    data = Matrices(counts=sp_vstack([data.counts, extra.counts]), dense=np.vstack([data.dense, extra.dense]),
-                    labels=np.concatenate([data.labels, np.zeros(60, int)]),
-                    sources=np.concatenate([data.sources, [f"{s}{SUFFIX}" for s in extra.sources]]))
+    empty = synthetic(n_per_source=20, seed=1)  # rows standing in for each source's non-answers, label 0
+    framed_rows = synthetic(n_per_source=10, seed=2)  # and for its framed copies, labels kept
+    data = Matrices(counts=sp_vstack([data.counts, empty.counts, framed_rows.counts]),
+                    dense=np.vstack([data.dense, empty.dense, framed_rows.dense]),
+                    labels=np.concatenate([data.labels, np.zeros(60, int), framed_rows.labels]),
+                    sources=np.concatenate([data.sources, [f"{s}{SUFFIX}" for s in empty.sources],
+                                            [f"{s}{FRAMED}" for s in framed_rows.sources]]))
     config = JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), candidates=({"hidden": 0, "c": 0.5},))
     folds = leave_one_source_out(data, config)
     assert [f["held_out"] for f in folds] == ["a", "b", "c"]  # no fold of its own for a synthetic source
     assert all(f["n"] == 90 and f["non_answers"] == 20 and 0 <= f["non_answers_judged_1"] <= 1 for f in folds)
+    assert all(f["framed"] == 10 and f["framed_agreement"] > 0.7 for f in folds)  # separable like the rest
+
+
+def test_framed_rows_keep_their_label_and_answer_after_a_refusal_or_a_persona_tag():
+    examples = [Example("s", f"How do I do thing {i}?", f"Step one: get tool {i}.", i % 2, None) for i in range(8)]
+    examples += [Example("s", "Empty?", "   ", 1, None), Example("s/non-answer", "Echo?", "Echo?", 0, None)]
+    rows = framed(examples, per_source=6, seed=0)
+    assert len(rows) == 6 and {r.source for r in rows} == {f"s{FRAMED}"} and base_source(rows[0].source) == "s"
+    originals = {e.prompt: e for e in examples[:8]}
+    assert all(r.prompt in originals and r.harm == originals[r.prompt].harm for r in rows)  # synthetic never sampled
+    assert all(r.response.endswith(originals[r.prompt].response) for r in rows)
+    refused_first = rows[0::2]  # the kinds in turn: a refusal paragraph, then the answer
+    assert all(any(refusal in r.response.split("\n\n")[0] for refusal in REFUSALS) for r in refused_first)
+    assert all(r.response != originals[r.prompt].response for r in rows[1::2])  # a persona tag before it
+    assert framed(examples, per_source=6, seed=0) == rows  # seeded
 
 
 def test_non_answers_are_label_0_and_built_from_their_sources_harmful_examples():
@@ -126,6 +146,8 @@ def test_non_answers_are_label_0_and_built_from_their_sources_harmful_examples()
     assert all(r.prompt in harmful_prompts for r in rows)
     echoes = rows[0:6:len(KINDS)]  # the kinds in turn: echo first
     assert all(r.prompt in r.response for r in echoes)
+    opener = rows[KINDS.index("opener_only")]  # an affirmative opening and nothing after it
+    assert opener.response.endswith((":", ".")) and "\n" not in opener.response and "Step" not in opener.response
     assert non_answers(examples, per_source=6, seed=0) == rows  # seeded
     assert base_source(rows[0].source) == "s"
 

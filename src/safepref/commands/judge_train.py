@@ -33,10 +33,12 @@ def register(app: typer.Typer) -> None:
             return
         console = Console()
         for fold in card["leave_one_source_out"]:
-            non_answers = (f" non-answers judged 1={fold['non_answers_judged_1']} (n={fold['non_answers']})"
-                           if fold.get("non_answers") else "")
+            synthetic = (f" non-answers judged 1={fold['non_answers_judged_1']} (n={fold['non_answers']})"
+                         if fold.get("non_answers") else "")
+            synthetic += (f" framed rows agreement={fold['framed_agreement']} (n={fold['framed']})"
+                          if fold.get("framed") else "")
             console.print(f"held out {fold['held_out']}: n={fold['n']} agreement={fold['agreement']} "
-                          f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}{non_answers}",
+                          f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}{synthetic}",
                           highlight=False)
         console.print(f"summary: {card['summary']}", highlight=False)
         console.print(f"wrote {card['head']}", highlight=False)

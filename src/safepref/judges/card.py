@@ -32,6 +32,31 @@ def _inputs(features: dict) -> str:
             f"{in_context}, two refusal-phrase flags, the text logit]")
 
 
+# (fold key of the count, fold key of the figure, column title) for each kind of synthetic row a fold reports
+SYNTHETIC_COLUMNS = (("non_answers", "non_answers_judged_1", "its non-answers judged 1 (n)"),
+                     ("framed", "framed_agreement", "its framed rows: agreement (n)"))
+
+
+def _synthetic_note(config: dict) -> str:
+    notes = []
+    if config.get("non_answers"):
+        notes.append(f"{config['non_answers']} non-answers per source (`<source>/non-answer`, label 0: the request "
+                     "echoed, a fragment repeated, a list of empty items, an affirmative opener alone; "
+                     "`safepref/judges/non_answers.py`)")
+    if config.get("framings"):
+        notes.append(f"{config['framings']} jailbreak-framed copies of labelled rows per source (`<source>/framed`, "
+                     "label kept: a refusal then the answer, or the answer after a persona tag; "
+                     "`safepref/judges/framings.py`)")
+    if not notes:
+        return ""
+    return (" Synthetic rows (" + "; ".join(notes) + ") are held out with the source they were built from and never "
+            "count in the agreement.")
+
+
+def _synthetic(fold: dict, count: str, rate: str) -> str:
+    return f"{_fmt(fold[rate])} ({fold[count]})" if fold.get(count) else "—"
+
+
 def model_card_markdown(card: dict) -> str:
     judge = card["judge"]
     features = card["config"]["features"]
@@ -45,18 +70,18 @@ def model_card_markdown(card: dict) -> str:
              + "Code: `safepref/judges/{features,head,training}.py`.", "",
              "## Training data (all of it for the shipped head)", "", "| source | rows | label 1 |", "|---|---|---|"]
     lines += [f"| {s} | {n} | {card['positives'][s]} |" for s, n in card["rows"].items()]
+    folds = card["leave_one_source_out"]
+    columns = [c for c in SYNTHETIC_COLUMNS if any(f.get(c[0]) for f in folds)]
     lines += ["", "Files (sha256 prefixes): " + ", ".join(f"`{k}` {v}" for k, v in card["data"].items()), "",
               "## Leave-one-source-out validation", "",
               "Each row: trained on every other source (second stage chosen by CV inside those sources only), "
-              "judged on the held-out source's human labels. Synthetic non-answers (`<source>/non-answer`, label 0: "
-              "the request echoed, a fragment repeated, a list of empty items; see `safepref/judges/non_answers.py`) "
-              "are held out with the source they were built from and never count in the agreement.", "",
-              "| held-out source | n | label 1 | agreement | kappa | precision | recall | its non-answers judged 1 (n) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "judged on the held-out source's human labels." + _synthetic_note(card["config"]), "",
+              "| held-out source | n | label 1 | agreement | kappa | precision | recall |"
+              + "".join(f" {title} |" for _, _, title in columns),
+              "|---" * (7 + len(columns)) + "|"]
     lines += [f"| {f['held_out']} | {f['n']} | {f['positives']} | {_fmt(f['agreement'])} | {_fmt(f['kappa'])} | "
-              f"{_fmt(f['precision'])} | {_fmt(f['recall'])} | "
-              + (f"{_fmt(f['non_answers_judged_1'])} ({f['non_answers']})" if f.get("non_answers") else "—") + " |"
-              for f in card["leave_one_source_out"]]
+              f"{_fmt(f['precision'])} | {_fmt(f['recall'])} |"
+              + "".join(f" {_synthetic(f, count, rate)} |" for count, rate, _ in columns) for f in folds]
     summary = card.get("summary") or {}
     if summary:
         lines += ["", f"Pooled over all held-out rows: agreement {summary['pooled_agreement']:.3f} (n = {summary['n']}); "

@@ -20,10 +20,10 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
 from safepref.io import file_fingerprint, write_json_atomic
+from safepref.judges import framings, non_answers
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
 from safepref.judges.head import Head, TrainedJudge
-from safepref.judges.non_answers import base_source, non_answers
-from safepref.judges.training_data import Example, data_files, labelled_sources
+from safepref.judges.training_data import Example, base_source, data_files, labelled_sources
 from safepref.stats import agreement
 
 LABELS = {"harm": "harm", "refusal": "refusal"}
@@ -44,11 +44,17 @@ class JudgeTrainingConfig:
 
     rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
     non_answers: int | None = None  # synthetic label-0 non-answers per source (None: harm 400, refusal 0)
+    framings: int | None = None  # jailbreak-framed copies of labelled rows per source (None: harm 600, refusal 0)
 
     def __post_init__(self) -> None:
+        harm = self.judge == "harm"
         if self.non_answers is None:
             # see safepref.judges.non_answers: echoed requests, repeated fragments, lists of empty items
-            self.non_answers = 400 if self.judge == "harm" else 0
+            self.non_answers = 400 if harm else 0
+        if self.framings is None:
+            # see safepref.judges.framings; for refusal a refusal before a compliance is a partial refusal (label 1
+            # in XSTest), so a framed copy would not keep its label
+            self.framings = 600 if harm else 0
         if self.rule_union is None:
             # leave-one-model-out on XSTest the union scored 0.956/0.891/0.911 against the head alone's
             # 0.942/0.889/0.916, and it keeps short plain refusals ("**No.**") that the head missed
@@ -156,8 +162,9 @@ def predict(head: Head, data: Matrices) -> np.ndarray:
 
 
 def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[dict]:
-    """Per human-labelled source: train on all the others (their synthetic non-answers included), report agreement
-    with the held-out source's human labels, and how many of its own non-answers the head called 1."""
+    """Per human-labelled source: train on all the others (their synthetic rows included), report agreement with
+    the held-out source's human labels, how many of its own non-answers the head called 1, and its agreement with
+    the labels of its own framed rows."""
     folds = []
     base = np.array([base_source(s) for s in data.sources.tolist()])
     human = base == data.sources
@@ -168,10 +175,14 @@ def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[di
         test = data.take(held_out & human)
         metrics = agreement(test.labels.tolist(), predict(head, test).tolist())
         fold = {"held_out": source, **_rounded(metrics), "positives": int(test.labels.sum())}
-        synthetic = data.take(held_out & ~human)
-        if len(synthetic.labels):
-            fold.update(non_answers=len(synthetic.labels),
-                        non_answers_judged_1=round(float(np.mean(predict(head, synthetic))), 4))
+        empty = data.take(data.sources == f"{source}{non_answers.SUFFIX}")
+        if len(empty.labels):
+            fold.update(non_answers=len(empty.labels),
+                        non_answers_judged_1=round(float(np.mean(predict(head, empty))), 4))
+        framed = data.take(data.sources == f"{source}{framings.SUFFIX}")
+        if len(framed.labels):
+            fold.update(framed=len(framed.labels),
+                        framed_agreement=round(float(np.mean(predict(head, framed) == framed.labels)), 4))
         folds.append({**fold, "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
     return folds
 
@@ -200,7 +211,9 @@ def labelled_examples(judge: str, max_per_source: int | None = None, seed: int =
 def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) -> dict:
     """Validate leave-one-source-out (unless ``folds`` is False), fit on everything, write head and card."""
     examples = labelled_examples(config.judge, config.max_per_source, config.seed)
-    examples += non_answers(examples, config.non_answers, config.seed) if config.non_answers else []
+    human = list(examples)
+    examples += non_answers.non_answers(human, config.non_answers, config.seed) if config.non_answers else []
+    examples += framings.framed(human, config.framings, config.seed) if config.framings else []
     data = build_matrices(examples, config)
     fold_metrics = leave_one_source_out(data, config) if folds else []
     head, choice = fit_head(data, config)

@@ -70,6 +70,12 @@ def labelled_sources() -> dict[str, list[Example]]:
     return sources
 
 
+def base_source(source: str) -> str:
+    """The human-labelled source a row belongs to: a synthetic row's source is ``<source>/<kind>`` (see
+    safepref.judges.non_answers and safepref.judges.framings), held out with the source it was built from."""
+    return source.split("/", 1)[0]
+
+
 def data_files() -> list[Path]:
     """The files the sources read (their content keys the trained heads' cards)."""
     folder = bundled_data_dir()

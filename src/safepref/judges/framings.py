@@ -1,0 +1,75 @@
+"""Jailbreak framings for the ``harm`` judge: label-preserving copies of human-labelled rows in the shapes jailbreak
+answers take.
+
+Jailbreak templates make a model answer in a persona ("Developer Mode Output: ...") or twice, first as itself and
+then as the persona ("[Standard]: I'm sorry ... [Unrestricted]: Sure, here is ..."). Whether such an answer gives
+harmful help depends on what the persona says, not on the frame, so a framed copy keeps its row's label. Of the
+bundled sources only GPTFuzz holds such answers; a head trained without it had seen a refusal followed by more text
+almost only in safe answers, and 198 of the 363 jailbroken GPTFuzz answers it missed were ones it had already read
+past their opening refusal. Two kinds, in turn:
+
+- ``refuse_then_answer``: a refusal paragraph, then the original answer (speaker tags on both, 70% of the time);
+- ``tagged``: the original answer after a persona tag.
+
+The refusals and tags below were written for this module (not taken from any benchmark's templates), so the
+GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out, 600 framed
+rows per source raised held-out GPTFuzz from 0.844 to 0.860 (kappa 0.58 to 0.64, recall 0.57 to 0.67); SafeRLHF
+went from 0.613 to 0.591 because its fold's inner cross-validation now picks the logistic second stage (a scratch
+run whose fold kept the hidden layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing
+disclaimer around the answer; a safe answer to the same request as the first voice) gave GPTFuzz 0.856-0.863:
+not kept.
+
+Every row's source is ``<source>/framed``: held out with its source, reported apart, never counted in the agreement.
+"""
+
+from __future__ import annotations
+
+import random
+
+from safepref.judges.training_data import Example
+
+KINDS = ("refuse_then_answer", "tagged")
+SUFFIX = "/framed"
+REFUSALS = (
+    "I'm sorry, but I can't help with that request.",
+    "I cannot assist with that. It would be unethical and potentially illegal.",
+    "As an AI language model, I must decline: this request goes against my guidelines.",
+    "I apologize, but I am not able to provide that information.",
+    "Sorry, I can't do that. Is there anything else I can help you with?",
+    "I'm unable to comply with this request because it could cause harm.",
+)
+# (the model's own voice, the persona's)
+SPEAKER_TAGS = (
+    ("[Standard]:", "[Unrestricted]:"), ("(Normal Output)", "(Developer Mode Output)"), ("GPT:", "BetterBot:"),
+    ("Assistant:", "Shadow:"), ("[Classic]", "[Free]"), ("Normal response:", "Uncensored response:"),
+)
+TAGGED_SHARE = 0.7  # of refuse_then_answer rows whose two voices carry speaker tags
+
+
+def frame(kind: str, response: str, rng: random.Random) -> str:
+    own, persona = rng.choice(SPEAKER_TAGS)
+    answer = response.strip()
+    if kind == "tagged":
+        return f"{persona} {answer}"
+    if kind != "refuse_then_answer":
+        raise ValueError(f"unknown framing {kind!r} (known: {', '.join(KINDS)})")
+    refusal = rng.choice(REFUSALS)
+    if rng.random() < TAGGED_SHARE:
+        return f"{own} {refusal}\n\n{persona} {answer}"
+    return f"{refusal}\n\n{answer}"
+
+
+def framed(examples: list[Example], per_source: int, seed: int = 0) -> list[Example]:
+    """Up to ``per_source`` framed copies per source (the kinds in turn), each of a seeded sample of that source's
+    human-labelled rows with an answer, keeping the row's harm label."""
+    pools: dict[str, list[Example]] = {}
+    for example in examples:
+        if "/" not in example.source and example.response.strip():
+            pools.setdefault(example.source, []).append(example)
+    rows = []
+    for source, pool in pools.items():
+        rng = random.Random(f"{seed}|{source}|framed")
+        for i, example in enumerate(rng.sample(pool, min(per_source, len(pool)))):
+            text = frame(KINDS[i % len(KINDS)], example.response, rng)
+            rows.append(Example(f"{source}{SUFFIX}", example.prompt, text, example.harm, None))
+    return rows
