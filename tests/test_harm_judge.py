@@ -10,7 +10,7 @@ import pytest
 from scipy.sparse import vstack as sp_vstack
 
 from safepref.errors import InputError
-from safepref.judges import JUDGES, OFFLINE_JUDGES, JudgeInput, get_judge, parse_judge_names
+from safepref.judges import JUDGES, OFFLINE_JUDGES, JudgeInput, get_judge, parse_judge_names, training
 from safepref.judges.card import model_card_markdown
 from safepref.judges.features import FeatureConfig, hashed_counts, refusal_flags, tfidf
 from safepref.judges.framings import REFUSALS, framed
@@ -119,6 +119,25 @@ def test_leave_one_source_out_holds_out_synthetic_rows_with_their_source():
     assert [f["held_out"] for f in folds] == ["a", "b", "c"]  # no fold of its own for a synthetic source
     assert all(f["n"] == 90 and f["non_answers"] == 20 and 0 <= f["non_answers_judged_1"] <= 1 for f in folds)
     assert all(f["framed"] == 10 and f["framed_agreement"] > 0.7 for f in folds)  # separable like the rest
+
+
+def test_unseen_requests_holds_out_gptfuzz_evaluate_questions_and_rows_built_from_them(monkeypatch):
+    from safepref.data import load_dataset
+
+    held_question = load_dataset("gptfuzz-eval")[0].prompt
+    data = synthetic(n_per_source=90)
+    data.sources = np.array(["gptfuzz"] * 90 + ["gptfuzz/framed"] * 90 + ["saferlhf"] * 90)
+    # every third row of each block asks an evaluate-split question; the rest ask one of GPTFuzz's train split
+    examples = [Example(str(s), held_question if i % 3 == 0 else "A train-split question?", "answer", 0, None)
+                for i, s in enumerate(data.sources)]
+    trained_on = []
+    original_fit = training.fit_head
+    monkeypatch.setattr(training, "fit_head", lambda d, c: (trained_on.append(d.sources.tolist()), original_fit(d, c))[1])
+    config = JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), candidates=({"hidden": 0, "c": 0.5},))
+    check = training.unseen_requests(data, examples, config)
+    assert check["source"] == "gptfuzz" and check["n"] == 30  # the human-labelled GPTFuzz rows of those questions
+    assert len(trained_on[0]) == 270 - 60  # neither they nor the framed copies of them were trained on
+    assert 0 <= check["agreement"] <= 1 and check["positives"] == int(data.labels[0:90:3].sum())
 
 
 def test_framed_rows_keep_their_label_and_answer_after_a_refusal_or_a_persona_tag():

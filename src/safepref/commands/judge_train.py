@@ -41,4 +41,8 @@ def register(app: typer.Typer) -> None:
                           f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}{synthetic}",
                           highlight=False)
         console.print(f"summary: {card['summary']}", highlight=False)
+        if card.get("unseen_requests"):
+            check = card["unseen_requests"]
+            console.print(f"unseen requests of a seen source ({check['source']}, {check['held_out']}): n={check['n']} "
+                          f"agreement={check['agreement']} kappa={check['kappa']}", highlight=False)
         console.print(f"wrote {card['head']}", highlight=False)

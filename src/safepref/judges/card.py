@@ -86,11 +86,27 @@ def model_card_markdown(card: dict) -> str:
     if summary:
         lines += ["", f"Pooled over all held-out rows: agreement {summary['pooled_agreement']:.3f} (n = {summary['n']}); "
                       f"lowest fold {summary['min_fold_agreement']:.3f}; mean kappa {summary['mean_fold_kappa']:.3f}."]
+    cap = card["config"].get("max_per_source")
     lines += ["", "Caveat: the three XSTest sources answer the same 450 prompts, so an XSTest fold holds out a "
-                  "responding model, not the prompts; GPTFuzz and SafeRLHF folds hold out both. Sources larger than "
-                  f"{card['config']['max_per_source']} rows are a seeded sample of that size.",
-              "", "## Reproduce", "", "```", f"{card['command']}", "```", ""]
+                  "responding model, not the prompts; GPTFuzz and SafeRLHF folds hold out both. "
+                  + (f"Sources larger than {cap} rows are a seeded sample of that size." if cap else
+                     "Every row of every source is used.")]
+    lines += _unseen_requests(card.get("unseen_requests") or {})
+    lines += ["", "## Reproduce", "", "```", f"{card['command']}", "```", ""]
     return "\n".join(lines)
+
+
+def _unseen_requests(check: dict) -> list[str]:
+    if not check:
+        return []
+    return ["", "## A seen source, unseen requests", "",
+            f"Trained on every row except {check['source']}'s {check['held_out']} (and the synthetic rows built from "
+            "them), judged on those requests' human-labelled answers: the shipped head's situation on new jailbreak "
+            "answers of a kind it has seen.", "",
+            "| held-out requests | n | label 1 | agreement | kappa | precision | recall |", "|---|---|---|---|---|---|---|",
+            f"| {check['source']}: {check['held_out']} | {check['n']} | {check['positives']} | "
+            f"{_fmt(check['agreement'])} | {_fmt(check['kappa'])} | {_fmt(check['precision'])} | "
+            f"{_fmt(check['recall'])} |"]
 
 
 def write_model_card(card: dict, out_dir: str | Path) -> Path:

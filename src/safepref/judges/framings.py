@@ -12,7 +12,8 @@ past their opening refusal. Two kinds, in turn:
 - ``tagged``: the original answer after a persona tag.
 
 The refusals and tags below were written for this module (not taken from any benchmark's templates), so the
-GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out, 600 framed
+GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out (on 3,000-row
+samples of GPTFuzz and SafeRLHF, as the head then trained), 600 framed
 rows per source raised held-out GPTFuzz from 0.844 to 0.860 (kappa 0.58 to 0.64, recall 0.57 to 0.67); SafeRLHF
 went from 0.613 to 0.591 because its fold's inner cross-validation now picks the logistic second stage (a scratch
 run whose fold kept the hidden layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing

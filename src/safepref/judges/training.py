@@ -37,7 +37,10 @@ class JudgeTrainingConfig:
     features: FeatureConfig | None = None  # None: the judge's default (refusal reads the answer alone)
     text_c: float = 4.0  # inverse L2 strength of the TF-IDF logistic regression
     inner_folds: int = 3  # stratified folds inside the training sources, for the second stage's choice
-    max_per_source: int = 3000  # seeded sample of a larger source (bounds embedding time on 2 cores)
+    # a seeded sample of a larger source (None: every row). With GPTFuzz's evaluate-split questions held out, its
+    # other questions' 1,000 / 3,000 / 6,160 rows gave 0.914 / 0.923 / 0.933 on the held-out ones: jailbreak
+    # answers are the rarest kind of labelled row, so the shipped head reads them all
+    max_per_source: int | None = None
     candidates: tuple[dict, ...] = SECOND_STAGE  # second-stage forms compared by inner cross-validation
     seed: int = 0
 
@@ -216,6 +219,7 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     examples += framings.framed(human, config.framings, config.seed) if config.framings else []
     data = build_matrices(examples, config)
     fold_metrics = leave_one_source_out(data, config) if folds else []
+    unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
     head, choice = fit_head(data, config)
     head_path = head.save(Path(out_dir) / f"{config.judge}.npz")
     card = {"judge": config.judge, "config": asdict(config), "second_stage": choice,
@@ -223,9 +227,24 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
             "rows": {s: int((data.sources == s).sum()) for s in dict.fromkeys(data.sources.tolist())},
             "positives": {s: int(data.labels[data.sources == s].sum()) for s in dict.fromkeys(data.sources.tolist())},
             "leave_one_source_out": fold_metrics, "summary": summarize_folds(fold_metrics),
-            "command": f"safepref judge-train {config.judge}"}
+            "unseen_requests": unseen, "command": f"safepref judge-train {config.judge}"}
     write_json_atomic(Path(out_dir) / f"{config.judge}.json", card)
     return {"head": str(head_path), **card}
+
+
+def unseen_requests(data: Matrices, examples: list[Example], config: JudgeTrainingConfig) -> dict:
+    """A seen source's unseen requests: the shipped head's situation on new jailbreak answers. Trained on every row
+    but GPTFuzz's evaluate-split questions (20 of its 100, GPTFuzz's own split; their synthetic rows held out too),
+    judged on those questions' human-labelled answers."""
+    from safepref.data import load_dataset
+
+    questions = {row.prompt for row in load_dataset("gptfuzz-eval")}
+    held_out = np.array([base_source(e.source) == "gptfuzz" and e.prompt in questions for e in examples])
+    head, choice = fit_head(data.take(~held_out), config)
+    test = data.take(held_out & (data.sources == "gptfuzz"))
+    metrics = agreement(test.labels.tolist(), predict(head, test).tolist())
+    return {"source": "gptfuzz", "held_out": "the evaluate split's 20 questions", **_rounded(metrics),
+            "positives": int(test.labels.sum()), "second_stage": choice["chosen"]}
 
 
 def summarize_folds(folds: list[dict]) -> dict:
