@@ -185,6 +185,8 @@ def test_shipped_head_has_a_card_with_every_fold(judge):
     markdown = model_card_markdown(card)
     assert all(source in markdown for source in folds)
     assert card["summary"]["pooled_agreement"] > 0.5  # a working judge, not a constant
+    if judge == "harm":  # GPTFuzz's evaluate split: 20 questions x 77 templates
+        assert card["unseen_requests"]["n"] == 1540 and "A seen source, unseen requests" in markdown
 
 
 @pytest.mark.integration
