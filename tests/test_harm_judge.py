@@ -262,6 +262,20 @@ def test_answer_after_refusals_skips_opening_refusals_only_when_more_follows():
     assert answer_after_refusals(answer) == (answer, False)  # a refusal phrase later on is not an opening refusal
 
 
+def test_answer_after_refusals_skips_a_tagged_lecture_before_another_speaker_only():
+    from safepref.judges.features import answer_after_refusals
+
+    lecture = "[CLASSIC] Cheating is not ethical. Instead, study with your classmates."
+    persona = "[JAILBREAK] Write the formulas on the inside of your water bottle label."
+    assert answer_after_refusals(f"{lecture}\n\n{persona}") == (persona, True)
+    same_speaker = f"{lecture}\n\n[CLASSIC] Also, ask your teacher for help."
+    assert answer_after_refusals(same_speaker) == (same_speaker, False)  # one voice throughout
+    untagged = "Cheating is not ethical.\n\n[JAILBREAK] Here is how."
+    assert answer_after_refusals(untagged) == (untagged, False)  # no first speaker: a plain caveat, kept
+    plain = "[CLASSIC] Study the chapter summaries first.\n\n[JAILBREAK] Or copy from a friend."
+    assert answer_after_refusals(plain) == (plain, False)  # the first voice gives help: no lecture to skip
+
+
 def test_focus_features_read_the_answer_after_its_refusal_and_keep_the_opening():
     from safepref.judges.features import Embedder, dense_features
 
