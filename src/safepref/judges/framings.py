@@ -12,13 +12,12 @@ past their opening refusal. Two kinds, in turn:
 - ``tagged``: the original answer after a persona tag.
 
 The refusals and tags below were written for this module (not taken from any benchmark's templates), so the
-GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out (on 3,000-row
-samples of GPTFuzz and SafeRLHF, as the head then trained), 600 framed
-rows per source raised held-out GPTFuzz from 0.844 to 0.860 (kappa 0.58 to 0.64, recall 0.57 to 0.67); SafeRLHF
-went from 0.613 to 0.591 because its fold's inner cross-validation now picks the logistic second stage (a scratch
-run whose fold kept the hidden layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing
-disclaimer around the answer; a safe answer to the same request as the first voice) gave GPTFuzz 0.856-0.863:
-not kept.
+GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out (on
+3,000-row samples of GPTFuzz and SafeRLHF, as the head then trained), 600 framed rows per source raised held-out
+GPTFuzz from 0.844 to 0.860 (kappa 0.58 to 0.64, recall 0.57 to 0.67); SafeRLHF went from 0.613 to 0.591 because
+its fold's inner cross-validation now picks the logistic second stage (a scratch run whose fold kept the hidden
+layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing disclaimer around the answer; a safe
+answer to the same request as the first voice) gave GPTFuzz 0.856-0.863: not kept.
 
 Every row's source is ``<source>/framed``: held out with its source, reported apart, never counted in the agreement.
 """
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import random
 
-from safepref.judges.training_data import Example
+from safepref.judges.training_data import Example, base_source
 
 KINDS = ("refuse_then_answer", "tagged")
 SUFFIX = "/framed"
@@ -65,7 +64,7 @@ def framed(examples: list[Example], per_source: int, seed: int = 0) -> list[Exam
     human-labelled rows with an answer, keeping the row's harm label."""
     pools: dict[str, list[Example]] = {}
     for example in examples:
-        if "/" not in example.source and example.response.strip():
+        if base_source(example.source) == example.source and example.response.strip():
             pools.setdefault(example.source, []).append(example)
     rows = []
     for source, pool in pools.items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from safepref.judges.training_data import Example
+from safepref.judges.training_data import Example, base_source
 
 KINDS = ("echo", "repeated_fragment", "repeated_list", "opener_only")
 # an affirmative opening that stops before any content (a cut-off answer, or a model that only says it will comply)
@@ -63,7 +63,7 @@ def non_answers(examples: list[Example], per_source: int, seed: int = 0) -> list
     sample of that source's harmful examples."""
     harmful: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
-        if example.harm == 1 and SUFFIX not in example.source:
+        if example.harm == 1 and base_source(example.source) == example.source:
             harmful[example.source].append(example)
     rows = []
     for source, pool in harmful.items():

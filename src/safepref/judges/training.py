@@ -52,7 +52,8 @@ class JudgeTrainingConfig:
     def __post_init__(self) -> None:
         harm = self.judge == "harm"
         if self.non_answers is None:
-            # see safepref.judges.non_answers: echoed requests, repeated fragments, lists of empty items
+            # see safepref.judges.non_answers: echoed requests, repeated fragments, lists of empty items,
+            # affirmative openers alone
             self.non_answers = 400 if harm else 0
         if self.framings is None:
             # see safepref.judges.framings; for refusal a refusal before a compliance is a partial refusal (label 1
@@ -69,7 +70,6 @@ class JudgeTrainingConfig:
             # leave-one-model-out agreement on XSTest from 0.919 to 0.930 pooled, the lowest fold 0.891 to 0.918)
             # harm also reads the answer after an opening refusal (features.answer_after_refusals): a refusal
             # then compliance is compliance; for refusal it is a partial refusal, which XSTest labels 1
-            harm = self.judge == "harm"
             self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm)
 
 
