@@ -96,6 +96,26 @@ def test_two_stage_head_learns_request_and_answer_together_and_round_trips(tmp_p
     assert np.array_equal(predict(loaded, data), predict(head, data))
 
 
+def test_hidden_layer_head_averages_its_networks_and_keeps_them_all_on_disk(tmp_path):
+    data = synthetic()
+    config = JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), candidates=({"hidden": 8, "alpha": 1e-2},),
+                                 ensemble=3)
+    head, _ = fit_head(data, config)
+    assert len(head.weights) == 3 * 4  # three networks, [W1, b1, W2, b2] each
+    logits = np.asarray(tfidf(data.counts, head.idf) @ head.text_coef).ravel() + head.text_intercept
+    members = [Head(head.features, head.idf, head.text_coef, head.text_intercept, head.mean, head.scale,
+                    head.weights[i:i + 4]) for i in (0, 4, 8)]
+    each = [m.probability_from(data.dense, logits) for m in members]
+    assert not np.allclose(each[0], each[1])  # successive seeds: different networks
+    assert np.allclose(head.probability_from(data.dense, logits), np.mean(each, axis=0))
+    loaded = Head.load(head.save(tmp_path / "h.npz"))
+    assert len(loaded.weights) == 12
+    assert np.allclose(loaded.probability_from(data.dense, logits), head.probability_from(data.dense, logits))
+    single, _ = fit_head(data, JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), ensemble=1,
+                                                   candidates=({"hidden": 8, "alpha": 1e-2},)))
+    assert len(single.weights) == 4
+
+
 def test_leave_one_source_out_reports_every_source_on_rows_it_never_trained_on():
     data = synthetic(n_per_source=90)
     config = JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), candidates=({"hidden": 0, "c": 0.5},))
@@ -187,6 +207,10 @@ def test_shipped_head_has_a_card_with_every_fold(judge):
     assert card["summary"]["pooled_agreement"] > 0.5  # a working judge, not a constant
     if judge == "harm":  # GPTFuzz's evaluate split: 20 questions x 77 templates
         assert card["unseen_requests"]["n"] == 1540 and "A seen source, unseen requests" in markdown
+        assert card["config"]["features"]["whole_opening"] is False  # reads past an opening refusal only
+    head = Head.load(shipped_head_path(judge))
+    networks = card["config"]["ensemble"] if card["second_stage"]["chosen"]["hidden"] else 0
+    assert len(head.weights) == (4 * networks if networks else 2)
 
 
 @pytest.mark.integration
@@ -293,3 +317,8 @@ def test_focus_features_read_the_answer_after_its_refusal_and_keep_the_opening()
     assert np.allclose(focused[1], opening[1])  # an answer without an opening refusal reads the same both ways
     assert dense[:, 5 * dims].tolist() == [1.0, 0.0]  # the "refused, then went on" flag
     assert dense[0, -2:].sum() >= 1  # the refusal flags still see the opening refusal
+    # the harm judge's layout: the focused text only, no embedding of the whole opening
+    narrow = dense_features(Embedder(FeatureConfig(answer_tokens=32, focus=True, whole_opening=False)),
+                            [request, request], answers)
+    assert narrow.shape == (2, 4 * dims + 3)
+    assert np.allclose(narrow, np.hstack([dense[:, :4 * dims], dense[:, 5 * dims:]]), atol=1e-5)

@@ -22,14 +22,21 @@ def _inputs(features: dict) -> str:
     in_context = (f", MiniLM sentence embedding of the answer's first {features['answer_tokens']} word pieces"
                   if features.get("answer_tokens") else "")
     if features.get("focus"):
+        opening = "the same embedding of the answer's opening, " if features.get("whole_opening", True) else ""
         return ("[MiniLM sentence embedding of the request; read from the answer's first paragraph that is not a "
-                f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}; the same "
-                "embedding of the answer's opening, a flag 'refused, then went on', two refusal-phrase flags, "
-                "the text logit]")
+                f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}; {opening}a "
+                "flag 'refused, then went on', two refusal-phrase flags, the text logit]")
     if not features.get("request", True):
         return f"[{answer}{in_context}, two refusal-phrase flags, the text logit] (the request is not read)"
     return (f"[MiniLM sentence embedding of the request, {answer}, the product of both static embeddings"
             f"{in_context}, two refusal-phrase flags, the text logit]")
+
+
+def _members(card: dict) -> str:
+    members = card["config"].get("ensemble", 1)
+    if not card["second_stage"]["chosen"].get("hidden") or members < 2:
+        return ""
+    return f"; the mean probability of {members} such networks trained with successive seeds"
 
 
 # (fold key of the count, fold key of the figure, column title) for each kind of synthetic row a fold reports
@@ -64,7 +71,7 @@ def model_card_markdown(card: dict) -> str:
              "Model: a class-balanced logistic regression on the hashed TF-IDF of the answer's first "
              f"{features['max_chars']} characters gives a text logit (out-of-fold for training); on "
              f"{_inputs(features)} a second stage (chosen by inner cross-validation: "
-             f"{card['second_stage']['chosen']}) gives the probability; threshold 0.5"
+             f"{card['second_stage']['chosen']}{_members(card)}) gives the probability; threshold 0.5"
              + ("; label 1 also wherever the rule refusal judge (judges/refusal.py) fires. "
                 if card["config"].get("rule_union") else ". ")
              + "Code: `safepref/judges/{features,head,training}.py`.", "",

@@ -3,8 +3,8 @@
 Two stages, both fitted by ``safepref judge-train``:
 1. a class-balanced logistic regression on the answer's hashed TF-IDF gives a text logit;
 2. on [MiniLM request, MiniLM answer, their product, refusal flags, text logit], standardised, a logistic
-   regression or a one-hidden-layer ReLU network (chosen by cross-validation inside the training data) gives
-   the probability of label 1. Threshold 0.5.
+   regression or one-hidden-layer ReLU networks (chosen by cross-validation inside the training data; the
+   networks' probabilities averaged) give the probability of label 1. Threshold 0.5.
 
 Prediction is numpy only, so a shipped head needs no pickles and no sklearn version match.
 """
@@ -36,7 +36,7 @@ class Head:
     text_intercept: float
     mean: np.ndarray  # standardisation of the second stage's inputs
     scale: np.ndarray
-    weights: list[np.ndarray]  # [W, b] (logistic) or [W1, b1, W2, b2] (hidden ReLU layer)
+    weights: list[np.ndarray]  # [W, b] (logistic) or [W1, b1, W2, b2] per hidden-layer network, averaged
     threshold: float = 0.5
     rule_union: bool = False  # label 1 also when the rule refusal judge fires (the last dense column)
 
@@ -52,13 +52,11 @@ class Head:
 
     def probability_from(self, dense: np.ndarray, text_logit: np.ndarray) -> np.ndarray:
         x = (np.hstack([dense, text_logit.reshape(-1, 1)]) - self.mean) / self.scale
-        if len(self.weights) == 4:
-            hidden_w, hidden_b, out_w, out_b = self.weights
-            x = np.maximum(x @ hidden_w + hidden_b, 0.0)
-            logit = x @ out_w + out_b
-        else:
-            logit = x @ self.weights[0] + self.weights[1]
-        return 1.0 / (1.0 + np.exp(-np.clip(logit.ravel(), -50, 50)))
+        if len(self.weights) == 2:
+            return _sigmoid(x @ self.weights[0] + self.weights[1])
+        networks = [self.weights[i:i + 4] for i in range(0, len(self.weights), 4)]
+        return np.mean([_sigmoid(np.maximum(x @ hidden_w + hidden_b, 0.0) @ out_w + out_b)
+                        for hidden_w, hidden_b, out_w, out_b in networks], axis=0)
 
     def save(self, path: Path) -> Path:
         arrays = {"idf": self.idf.astype(np.float32), "text_coef": self.text_coef.astype(np.float32),
@@ -75,12 +73,16 @@ class Head:
     @classmethod
     def load(cls, path: Path | str) -> Head:
         with np.load(path) as data:
-            weights = [data[f"w{i}"] for i in range(4) if f"w{i}" in data]
+            weights = [data[f"w{i}"] for i in range(len(data.files)) if f"w{i}" in data]
             return cls(features=FeatureConfig(**json.loads(str(data["features"]))), idf=data["idf"],
                        text_coef=data["text_coef"], text_intercept=float(data["text_intercept"][0]),
                        mean=data["mean"], scale=data["scale"], weights=weights,
                        threshold=float(data["threshold"][0]),
                        rule_union=bool(data["rule_union"][0]) if "rule_union" in data else False)
+
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logit.ravel(), -50, 50)))
 
 
 def shipped_head_path(name: str) -> Path:

@@ -43,6 +43,10 @@ class JudgeTrainingConfig:
     max_per_source: int | None = None
     candidates: tuple[dict, ...] = SECOND_STAGE  # second-stage forms compared by inner cross-validation
     seed: int = 0
+    # a hidden-layer second stage is the mean probability of this many networks (seeds seed, seed+1, ...): one
+    # network's held-out GPTFuzz agreement moved 0.864-0.875 with its seed alone (0.843-0.860 with the whole
+    # command's seed); five averaged gave 0.877, at or above every member (session 11, scratch seed_ens.py)
+    ensemble: int = 5
 
 
     rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
@@ -69,8 +73,9 @@ class JudgeTrainingConfig:
             # Both read the answer's opening in context (see safepref.judges.features; for refusal it raised the
             # leave-one-model-out agreement on XSTest from 0.919 to 0.930 pooled, the lowest fold 0.891 to 0.918)
             # harm also reads the answer after an opening refusal (features.answer_after_refusals): a refusal
-            # then compliance is compliance; for refusal it is a partial refusal, which XSTest labels 1
-            self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm)
+            # then compliance is compliance; for refusal it is a partial refusal, which XSTest labels 1. harm reads
+            # the answer's opening only through the focused text (features.FeatureConfig.whole_opening)
+            self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm)
 
 
 @dataclass
@@ -115,18 +120,24 @@ def _out_of_fold_text_logits(x, y, config: JudgeTrainingConfig) -> np.ndarray:
     return logits
 
 
-def _second_stage(candidate: dict, x: np.ndarray, y: np.ndarray, seed: int) -> list[np.ndarray]:
+def _second_stage(candidate: dict, x: np.ndarray, y: np.ndarray, seed: int, members: int = 1) -> list[np.ndarray]:
+    """[W, b] (logistic) or ``members`` hidden-layer networks' [W1, b1, W2, b2] one after another (their
+    probabilities are averaged, see Head.probability_from)."""
     if candidate["hidden"] == 0:
         model = LogisticRegression(C=candidate["c"], max_iter=3000, class_weight="balanced", random_state=seed)
         model.fit(x, y)
         return [model.coef_.T.astype(np.float32), model.intercept_.astype(np.float32)]
-    model = MLPClassifier(hidden_layer_sizes=(candidate["hidden"],), alpha=candidate["alpha"], max_iter=200,
-                          early_stopping=True, random_state=seed).fit(x, y)
-    return [w.astype(np.float32) for pair in zip(model.coefs_, model.intercepts_, strict=True) for w in pair]
+    weights = []
+    for member in range(members):
+        model = MLPClassifier(hidden_layer_sizes=(candidate["hidden"],), alpha=candidate["alpha"], max_iter=200,
+                              early_stopping=True, random_state=seed + member).fit(x, y)
+        weights += [w.astype(np.float32) for pair in zip(model.coefs_, model.intercepts_, strict=True) for w in pair]
+    return weights
 
 
 def _choose_second_stage(x: np.ndarray, y: np.ndarray, config: JudgeTrainingConfig) -> tuple[dict, list]:
-    """The candidate with the best mean inner-fold agreement, and each candidate's score."""
+    """The candidate with the best mean inner-fold agreement, and each candidate's score (one network per
+    hidden-layer candidate: the choice is of the form, and five times the fits would double the command's time)."""
     scores = []
     splits = list(StratifiedKFold(config.inner_folds, shuffle=True, random_state=config.seed + 1).split(x, y))
     for candidate in config.candidates:
@@ -154,7 +165,8 @@ def fit_head(data: Matrices, config: JudgeTrainingConfig) -> tuple[Head, dict]:
     text_model = _text_model(x_text, y, config)
     head = Head(features=config.features, idf=idf, text_coef=text_model.coef_.ravel().astype(np.float32),
                 text_intercept=float(text_model.intercept_[0]), mean=mean.astype(np.float32),
-                scale=scale.astype(np.float32), weights=_second_stage(candidate, standardised, y, config.seed),
+                scale=scale.astype(np.float32),
+                weights=_second_stage(candidate, standardised, y, config.seed, members=config.ensemble),
                 rule_union=config.rule_union)
     return head, {"chosen": candidate, "candidates": scores}
 
