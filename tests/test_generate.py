@@ -43,6 +43,29 @@ def test_rerun_reuses_rows_without_generating(tiny_model_dir, tmp_path, monkeypa
     assert [r.text for r in again] == [r.text for r in first]
 
 
+def test_a_moved_model_folder_reuses_its_answers_and_writes_none_twice(tiny_model_dir, tmp_path, monkeypatch):
+    """Fault: a row's key held the model's path, so a copied run folder (same weights, new path) answered every
+    prompt again and appended duplicates that downstream measures counted twice."""
+    import shutil
+
+    out = tmp_path / "r.jsonl"
+    config = GenerationConfig(max_new_tokens=4, greedy=True)
+    first = generate_responses(_prompts(3), str(tiny_model_dir), out, config)
+    moved = shutil.copytree(tiny_model_dir, tmp_path / "moved-model")
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although its answers were in the file")
+
+    monkeypatch.setattr("safepref.models.load_model", must_not_load)
+    again = generate_responses(_prompts(3), str(moved), out, config)
+    assert [r.text for r in again] == [r.text for r in first]
+    assert {r.source for r in again} == {str(moved)}  # named as asked, so downstream keys follow this call
+    assert len(out.read_text().splitlines()) == 3
+    other_prompts = [Prompt(id=p.id, text=p.text + " Briefly.") for p in _prompts(3)]  # same ids, other texts
+    with pytest.raises(AssertionError, match="was loaded"):
+        generate_responses(other_prompts, str(moved), tmp_path / "r.jsonl", config)
+
+
 def test_greedy_is_deterministic_and_batching_does_not_change_it(tiny_model_dir, tmp_path):
     one = generate_responses(_prompts(5), str(tiny_model_dir), tmp_path / "a.jsonl",
                              GenerationConfig(max_new_tokens=8, greedy=True, batch_size=1))

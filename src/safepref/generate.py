@@ -105,7 +105,8 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
     identity = None if source in FIXED_SOURCES else answer_identity(source, config)
     _refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
     wanted = {response_id(p.id, source, i) for p in prompts for i in config.sample_indices()}
-    pending = [p for p in prompts if any(response_id(p.id, source, i) not in log.done
+    moved = _same_answers_elsewhere(log, source, identity, {p.id: p.text for p in prompts}, wanted)
+    pending = [p for p in prompts if any((key := response_id(p.id, source, i)) not in log.done and key not in moved
                                          for i in config.sample_indices())]
     if source in FIXED_SOURCES:
         log.append(_fixed_answers(source, pending))
@@ -113,7 +114,26 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
         backend = _backend_for(source, config)
         for batch in backend(pending, source, config):
             log.append([r.model_copy(update={"generation": {**r.generation, **identity}}) for r in batch])
-    return [r for r in (Response.model_validate(row) for row in log.rows()) if r.id in wanted]
+    rows = [r for r in (Response.model_validate(row) for row in log.rows()) if r.id in wanted]
+    return rows + [Response.model_validate({**row, "source": source}) for key, row in moved.items()
+                   if key not in log.done]
+
+
+def _same_answers_elsewhere(log: AppendLog, source: str, identity: dict[str, Any] | None, texts: dict[str, str],
+                            wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows this call would write, already in ``log`` under another name of the same model: a local model folder
+    whose path changed (a run folder moved or copied) with the same weights and settings, answering the same prompt
+    text. Keyed by this call's response id; they are reused, not generated and appended again."""
+    if identity is None or not log.done:
+        return {}
+    found = {}
+    for row in log.rows():
+        key = response_id(row.get("prompt_id"), source, row.get("sample_index"))
+        made_with = row.get("generation") or {}
+        if (row.get("source") != source and key in wanted and row.get("prompt") == texts.get(row.get("prompt_id"))
+                and all(made_with.get(k) == v for k, v in identity.items())):
+            found.setdefault(key, row)
+    return found
 
 
 def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
