@@ -16,6 +16,8 @@ Every row is appended to an :class:`AppendLog` keyed by (prompt, source, sample)
 and rerun, and each key appears exactly once. Every generated row records what it was made from (decoding settings,
 backend, the model's weights fingerprint: :func:`answer_identity`); a file holding rows made otherwise, or answers
 to another text under the same prompt id, is never resumed into: the call stops with exit 2 naming what differs.
+The same answers under another name of the model (a run folder moved or copied) are reused, not made again
+(:mod:`safepref.answer_reuse`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref import models
+from safepref.answer_reuse import refuse_other_inputs, same_answers_elsewhere
 from safepref.data import load_dataset, prompt_id
 from safepref.errors import InputError
 from safepref.io import AppendLog
@@ -103,9 +106,9 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
         raise InputError("no prompts to answer")
     log = AppendLog(out_path, key_of=_row_key)
     identity = None if source in FIXED_SOURCES else answer_identity(source, config)
-    _refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
+    refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
     wanted = {response_id(p.id, source, i) for p in prompts for i in config.sample_indices()}
-    moved = _same_answers_elsewhere(log, source, identity, {p.id: p.text for p in prompts}, wanted)
+    moved = same_answers_elsewhere(log, source, identity, {p.id: p.text for p in prompts}, wanted)
     pending = [p for p in prompts if any((key := response_id(p.id, source, i)) not in log.done and key not in moved
                                          for i in config.sample_indices())]
     if source in FIXED_SOURCES:
@@ -119,23 +122,6 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
                    if key not in log.done]
 
 
-def _same_answers_elsewhere(log: AppendLog, source: str, identity: dict[str, Any] | None, texts: dict[str, str],
-                            wanted: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows this call would write, already in ``log`` under another name of the same model: a local model folder
-    whose path changed (a run folder moved or copied) with the same weights and settings, answering the same prompt
-    text. Keyed by this call's response id; they are reused, not generated and appended again."""
-    if identity is None or not log.done:
-        return {}
-    found = {}
-    for row in log.rows():
-        key = response_id(row.get("prompt_id"), source, row.get("sample_index"))
-        made_with = row.get("generation") or {}
-        if (row.get("source") != source and key in wanted and row.get("prompt") == texts.get(row.get("prompt_id"))
-                and all(made_with.get(k) == v for k, v in identity.items())):
-            found.setdefault(key, row)
-    return found
-
-
 def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
     """What an answer is a function of, besides its prompt: decoding settings, backend and the model's weights.
 
@@ -146,28 +132,6 @@ def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
     backend = "openai" if source.startswith("openai:") else (None if config.backend == "transformers" else
                                                                config.backend)
     return {**settings, "backend": backend, "weights": models.weights_fingerprint(source)}
-
-
-def _refuse_other_inputs(log: AppendLog, prompts: Sequence[Prompt], source: str,
-                         identity: dict[str, Any] | None, indices: set[int]) -> None:
-    """Stop (exit 2, one line) when ``log`` holds rows this call would reuse (same source and sample indices: a
-    greedy row never stands in for a sampled one) made from other settings, weights or prompt texts."""
-    if not log.done:
-        return
-    texts = {p.id: p.text for p in prompts}
-    for row in log.rows():
-        if row.get("source") != source or row.get("sample_index") not in indices:
-            continue
-        if row.get("prompt_id") in texts and row.get("prompt") != texts[row["prompt_id"]]:
-            raise InputError(f"holds an answer to prompt '{row['prompt_id']}' with another prompt text; "
-                             "choose another --out", path=log.path)
-        if identity is None:
-            continue
-        made_with = row.get("generation") or {}
-        differs = [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in identity.items() if made_with.get(k) != v]
-        if differs:
-            raise InputError(f"holds answers from {source} made with other settings ({'; '.join(differs[:3])}): "
-                             "choose another --out (nothing was mixed or reused)", path=log.path)
 
 
 def _row_key(row: dict[str, Any]) -> str:
