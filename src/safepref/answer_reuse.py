@@ -16,40 +16,33 @@ from safepref.io import AppendLog
 from safepref.records import Prompt, response_id
 
 
-def refuse_other_inputs(log: AppendLog, prompts: Sequence[Prompt], source: str,
-                         identity: dict[str, Any] | None, indices: set[int]) -> None:
-    """Stop (exit 2, one line) when ``log`` holds rows this call would reuse (same source and sample indices: a
-    greedy row never stands in for a sampled one) made from other settings, weights or prompt texts."""
+def answers_to_reuse(log: AppendLog, prompts: Sequence[Prompt], source: str, identity: dict[str, Any] | None,
+                     indices: set[int]) -> dict[str, dict[str, Any]]:
+    """One pass over ``log``: stop (exit 2, one line) when it holds rows this call would reuse (same source and
+    sample indices: a greedy row never stands in for a sampled one) made from other settings, weights or prompt
+    texts; return the same answers written under another name of the model, keyed by this call's response id."""
     if not log.done:
-        return
+        return {}
     texts = {p.id: p.text for p in prompts}
+    moved: dict[str, dict[str, Any]] = {}
     for row in log.rows():
-        if row.get("source") != source or row.get("sample_index") not in indices:
+        if row.get("sample_index") not in indices:
             continue
-        if row.get("prompt_id") in texts and row.get("prompt") != texts[row["prompt_id"]]:
+        asked = row.get("prompt_id") in texts
+        same_text = asked and row.get("prompt") == texts[row["prompt_id"]]
+        differs = _differences(row, identity)
+        if row.get("source") != source:
+            if same_text and identity is not None and not differs:
+                moved.setdefault(response_id(row["prompt_id"], source, row["sample_index"]), row)
+        elif asked and not same_text:
             raise InputError(f"holds an answer to prompt '{row['prompt_id']}' with another prompt text; "
                              "choose another --out", path=log.path)
-        if identity is None:
-            continue
-        made_with = row.get("generation") or {}
-        differs = [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in identity.items() if made_with.get(k) != v]
-        if differs:
+        elif differs:
             raise InputError(f"holds answers from {source} made with other settings ({'; '.join(differs[:3])}): "
                              "choose another --out (nothing was mixed or reused)", path=log.path)
+    return moved
 
 
-def same_answers_elsewhere(log: AppendLog, source: str, identity: dict[str, Any] | None, texts: dict[str, str],
-                            wanted: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows this call would write, already in ``log`` under another name of the same model: a local model folder
-    whose path changed (a run folder moved or copied) with the same weights and settings, answering the same prompt
-    text. Keyed by this call's response id; they are reused, not generated and appended again."""
-    if identity is None or not log.done:
-        return {}
-    found = {}
-    for row in log.rows():
-        key = response_id(row.get("prompt_id"), source, row.get("sample_index"))
-        made_with = row.get("generation") or {}
-        if (row.get("source") != source and key in wanted and row.get("prompt") == texts.get(row.get("prompt_id"))
-                and all(made_with.get(k) == v for k, v in identity.items())):
-            found.setdefault(key, row)
-    return found
+def _differences(row: dict[str, Any], identity: dict[str, Any] | None) -> list[str]:
+    made_with = row.get("generation") or {}
+    return [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in (identity or {}).items() if made_with.get(k) != v]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref import models
-from safepref.answer_reuse import refuse_other_inputs, same_answers_elsewhere
+from safepref.answer_reuse import answers_to_reuse
 from safepref.data import load_dataset, prompt_id
 from safepref.errors import InputError
 from safepref.io import AppendLog
@@ -106,9 +106,8 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
         raise InputError("no prompts to answer")
     log = AppendLog(out_path, key_of=_row_key)
     identity = None if source in FIXED_SOURCES else answer_identity(source, config)
-    refuse_other_inputs(log, prompts, source, identity, set(config.sample_indices()))
+    moved = answers_to_reuse(log, prompts, source, identity, set(config.sample_indices()))
     wanted = {response_id(p.id, source, i) for p in prompts for i in config.sample_indices()}
-    moved = same_answers_elsewhere(log, source, identity, {p.id: p.text for p in prompts}, wanted)
     pending = [p for p in prompts if any((key := response_id(p.id, source, i)) not in log.done and key not in moved
                                          for i in config.sample_indices())]
     if source in FIXED_SOURCES:

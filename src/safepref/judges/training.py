@@ -137,7 +137,8 @@ def _second_stage(candidate: dict, x: np.ndarray, y: np.ndarray, seed: int, memb
 
 def _choose_second_stage(x: np.ndarray, y: np.ndarray, config: JudgeTrainingConfig) -> tuple[dict, list]:
     """The candidate with the best mean inner-fold agreement, and each candidate's score (one network per
-    hidden-layer candidate: the choice is of the form, and five times the fits would double the command's time)."""
+    hidden-layer candidate: the choice is of the form, and an ensemble there would multiply the inner fits by its
+    size)."""
     scores = []
     splits = list(StratifiedKFold(config.inner_folds, shuffle=True, random_state=config.seed + 1).split(x, y))
     for candidate in config.candidates:
