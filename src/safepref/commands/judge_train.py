@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
                          if fold.get("non_answers") else "")
             synthetic += (f" framed rows agreement={fold['framed_agreement']} (n={fold['framed']})"
                           if fold.get("framed") else "")
+            synthetic += (f" requests in templates agreement={fold['in_templates_agreement']} (n={fold['in_templates']})"
+                          if fold.get("in_templates") else "")
             console.print(f"held out {fold['held_out']}: n={fold['n']} agreement={fold['agreement']} "
                           f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}{synthetic}",
                           highlight=False)

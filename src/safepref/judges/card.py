@@ -41,7 +41,8 @@ def _members(card: dict) -> str:
 
 # (fold key of the count, fold key of the figure, column title) for each kind of synthetic row a fold reports
 SYNTHETIC_COLUMNS = (("non_answers", "non_answers_judged_1", "its non-answers judged 1 (n)"),
-                     ("framed", "framed_agreement", "its framed rows: agreement (n)"))
+                     ("framed", "framed_agreement", "its framed rows: agreement (n)"),
+                     ("in_templates", "in_templates_agreement", "its requests inside a jailbreak template: agreement (n)"))
 
 
 def _synthetic_note(config: dict) -> str:
@@ -58,6 +59,11 @@ def _synthetic_note(config: dict) -> str:
         return ""
     return (" Synthetic rows (" + "; ".join(notes) + ") are held out with the source they were built from and never "
             "count in the agreement.")
+
+
+_IN_TEMPLATES_NOTE = (" The last column judges the held-out source's rows again with each request filled into one of "
+                      "GPTFuzz's jailbreak templates (a seeded choice per row; `framings.in_templates`): a judge's "
+                      "input may carry the attack prompt instead of the bare request.")
 
 
 def _synthetic(fold: dict, count: str, rate: str) -> str:
@@ -82,7 +88,8 @@ def model_card_markdown(card: dict) -> str:
     lines += ["", "Files (sha256 prefixes): " + ", ".join(f"`{k}` {v}" for k, v in card["data"].items()), "",
               "## Leave-one-source-out validation", "",
               "Each row: trained on every other source (second stage chosen by CV inside those sources only), "
-              "judged on the held-out source's human labels." + _synthetic_note(card["config"]), "",
+              "judged on the held-out source's human labels." + _synthetic_note(card["config"])
+              + (_IN_TEMPLATES_NOTE if columns and columns[-1][0] == "in_templates" else ""), "",
               "| held-out source | n | label 1 | agreement | kappa | precision | recall |"
               + "".join(f" {title} |" for _, _, title in columns),
               "|---" * (7 + len(columns)) + "|"]

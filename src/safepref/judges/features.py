@@ -53,6 +53,7 @@ class FeatureConfig:
     answer_chars: int = 768  # answers are cut to this many characters before that pass (cheap upper bound)
     focus: bool = False  # read the answer from its first non-refusal paragraph too (see the module docstring)
     whole_opening: bool = True  # with focus: also the whole answer's in-context opening embedding c(r)
+    request_tail: bool = False  # read a request longer than the window from its end (see request_window)
 
 
 # A speaker tag that jailbreak templates put before each voice: "[ChatGPT]:", "(🔒Normal Output)", "DAN:", "AIM:", or
@@ -176,6 +177,20 @@ class Embedder:
                     out[start + row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return out
 
+    def request_window(self, text: str) -> str:
+        """The part of a request that its embeddings read: with ``request_tail``, a request longer than the window
+        is read from its end. A jailbreak template puts the request last (75 of GPTFuzz's 77 templates end with it),
+        and a judge's input may carry the attack prompt rather than the bare request; read from its start, the
+        window saw only the template's preamble (GPTFuzz's held-out answers with their requests in GPTFuzz's
+        templates: 0.865 read from the start, 0.876 from the end, 0.879 with the bare request)."""
+        if not self.config.request_tail:
+            return text
+        tail = text[-self.config.embed_chars:]
+        pieces = self.config.embed_tokens - 2  # the window holds [CLS] and [SEP] too
+        offsets = self.model[0].tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True,
+                                          verbose=False)["offset_mapping"]
+        return tail if len(offsets) <= pieces else tail[offsets[-pieces][0]:]
+
     def _key(self, text: str, tokens: int, chars: int) -> str:
         return hashlib.sha1(f"{self.config.embedder}|{tokens}|{text[:chars]}".encode()).hexdigest()
 
@@ -234,8 +249,9 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
     blocks = [r]
     if config.request:
         unique_prompts = list(dict.fromkeys(prompts))
-        table = dict(zip(unique_prompts, embedder.encode(unique_prompts, progress=progress), strict=True))
-        static_table = dict(zip(unique_prompts, embedder.static(unique_prompts), strict=True))
+        windows = [embedder.request_window(x) for x in unique_prompts]
+        table = dict(zip(unique_prompts, embedder.encode(windows, progress=progress), strict=True))
+        static_table = dict(zip(unique_prompts, embedder.static(windows), strict=True))
         p = np.stack([table[x] for x in prompts]) if prompts else empty
         static_p = np.stack([static_table[x] for x in prompts]) if prompts else empty
         blocks = [p, r, static_p * r]

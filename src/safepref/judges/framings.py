@@ -20,11 +20,15 @@ layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing dis
 answer to the same request as the first voice) gave GPTFuzz 0.856-0.863: not kept.
 
 Every row's source is ``<source>/framed``: held out with its source, reported apart, never counted in the agreement.
+
+``in_templates`` is a check, not training data: each human-labelled row with its request inside one of GPTFuzz's
+jailbreak templates, as a judge's input carries it when the attack prompt is passed instead of the bare request.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from safepref.judges.training_data import Example, base_source
 
@@ -73,3 +77,15 @@ def framed(examples: list[Example], per_source: int, seed: int = 0) -> list[Exam
             text = frame(KINDS[i % len(KINDS)], example.response, rng)
             rows.append(Example(f"{source}{SUFFIX}", example.prompt, text, example.harm, None))
     return rows
+
+
+def in_templates(examples: list[Example], seed: int = 0) -> list[Example]:
+    """Each example with its request filled into one of GPTFuzz's jailbreak templates (a seeded choice per row),
+    label and source kept: the answer is the same, so a judge that reads the attack prompt should agree with
+    itself on the bare request."""
+    from safepref.attacks import fill_template
+    from safepref.data import load_dataset
+
+    templates = load_dataset("gptfuzz-templates")
+    rng = random.Random(f"{seed}|templates")
+    return [replace(e, prompt=fill_template(rng.choice(templates), e.prompt)) for e in examples]

@@ -75,7 +75,10 @@ class JudgeTrainingConfig:
             # harm also reads the answer after an opening refusal (features.answer_after_refusals): a refusal
             # then compliance is compliance; for refusal it is a partial refusal, which XSTest labels 1. harm reads
             # the answer's opening only through the focused text (features.FeatureConfig.whole_opening)
-            self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm)
+            # harm reads a long request from its end, where a jailbreak template puts the request
+            # (features.Embedder.request_window)
+            self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm,
+                                          request_tail=harm)
 
 
 @dataclass
@@ -177,10 +180,12 @@ def predict(head: Head, data: Matrices) -> np.ndarray:
     return head.labels_from(data.dense, logits)
 
 
-def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[dict]:
+def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig,
+                         in_templates: Matrices | None = None) -> list[dict]:
     """Per human-labelled source: train on all the others (their synthetic rows included), report agreement with
-    the held-out source's human labels, how many of its own non-answers the head called 1, and its agreement with
-    the labels of its own framed rows."""
+    the held-out source's human labels, how many of its own non-answers the head called 1, its agreement with the
+    labels of its own framed rows and, given ``in_templates`` (its rows with the request inside a jailbreak
+    template, framings.in_templates), with its labels there."""
     folds = []
     base = np.array([base_source(s) for s in data.sources.tolist()])
     human = base == data.sources
@@ -199,6 +204,10 @@ def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig) -> list[di
         if len(framed.labels):
             fold.update(framed=len(framed.labels),
                         framed_agreement=round(float(np.mean(predict(head, framed) == framed.labels)), 4))
+        wrapped = in_templates.take(in_templates.sources == source) if in_templates is not None else None
+        if wrapped is not None and len(wrapped.labels):
+            fold.update(in_templates=len(wrapped.labels),
+                        in_templates_agreement=round(float(np.mean(predict(head, wrapped) == wrapped.labels)), 4))
         folds.append({**fold, "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
     return folds
 
@@ -231,7 +240,10 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     examples += non_answers.non_answers(human, config.non_answers, config.seed) if config.non_answers else []
     examples += framings.framed(human, config.framings, config.seed) if config.framings else []
     data = build_matrices(examples, config)
-    fold_metrics = leave_one_source_out(data, config) if folds else []
+    # the attack prompt instead of the bare request: a judge's input may carry either
+    wrapped = build_matrices(framings.in_templates(human, config.seed), config) if folds and config.features.request \
+        else None
+    fold_metrics = leave_one_source_out(data, config, wrapped) if folds else []
     unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
     head, choice = fit_head(data, config)
     head_path = head.save(Path(out_dir) / f"{config.judge}.npz")
