@@ -67,6 +67,21 @@ def test_rerun_with_same_model_and_config_reuses_the_results(tiny_model_dir, tin
         evaluate_general(str(tiny_model_dir), make_config(limit=3), out)
 
 
+def test_a_copied_model_folder_keeps_its_results(tiny_model_dir, tiny_results, tmp_path, monkeypatch):
+    """The key is the model files' content: a moved or copied run folder does not run lm-eval again."""
+    import shutil
+
+    import lm_eval
+
+    out, record, _ = tiny_results
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "moved-model")
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: pytest.fail("lm-eval ran for a copied folder"))
+    assert evaluate_general(str(copy), make_config(limit=4), out)["key"] == record["key"]
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("{", '{"retrained": 1, ', 1))
+    with pytest.raises(pytest.fail.Exception, match="copied folder"):  # other files are another key
+        evaluate_general(str(copy), make_config(limit=4), out)
+
+
 def test_lora_adapter_is_evaluated_on_its_base(tiny_model_dir, tiny_results, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model

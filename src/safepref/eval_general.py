@@ -103,7 +103,9 @@ def _identity(name_or_path: str, resolved: str) -> dict[str, Any]:
     if name_or_path in models.REGISTRY:
         return {"bundled": name_or_path, "sha256": models.REGISTRY[name_or_path].sha256}
     if Path(resolved).is_dir():
-        return {"folder": str(Path(resolved).resolve()), "files": _folder_identity(Path(resolved))}
+        # the files' content, not where they lie: a moved or copied run folder keeps its results (with the path in
+        # the key, re-judging a copy of the quick run re-ran lm-eval on every trained model)
+        return {"files": _folder_identity(Path(resolved))}
     return {"hub": resolved}
 
 

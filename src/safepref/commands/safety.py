@@ -23,7 +23,8 @@ def _print(result: dict, as_json: bool) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("judge")
     def judge(
-        input_path: str = typer.Option(..., "--in", help="JSONL/CSV with prompt, response (label optional), "
+        input_path: str = typer.Option(..., "--in", help="JSONL/CSV with prompt (the request, or the attack "
+                                                          "prompt that carried it), response (label optional), "
                                                           "or a bundled labelled dataset name (gptfuzz-eval)."),
         judge_name: str = typer.Option(..., "--judge", help="harm | keyword | classifier | llm | refusal"),
         judge_model: str = typer.Option(None, "--judge-model", help="llm judge: openai:<model>"),
