@@ -21,14 +21,17 @@ def _inputs(features: dict) -> str:
     answer = f"static MiniLM embedding of the answer's first {features['static_tokens']} word pieces"
     in_context = (f", MiniLM sentence embedding of the answer's first {features['answer_tokens']} word pieces"
                   if features.get("answer_tokens") else "")
+    request = "MiniLM sentence embedding of the request" + (
+        f" (of its last {features['embed_tokens'] - 2} word pieces when longer: a jailbreak template puts the request "
+        "last)" if features.get("request_tail") else "")
     if features.get("focus"):
         opening = "the same embedding of the answer's opening, " if features.get("whole_opening", True) else ""
-        return ("[MiniLM sentence embedding of the request; read from the answer's first paragraph that is not a "
+        return (f"[{request}; read from the answer's first paragraph that is not a "
                 f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}; {opening}a "
                 "flag 'refused, then went on', two refusal-phrase flags, the text logit]")
     if not features.get("request", True):
         return f"[{answer}{in_context}, two refusal-phrase flags, the text logit] (the request is not read)"
-    return (f"[MiniLM sentence embedding of the request, {answer}, the product of both static embeddings"
+    return (f"[{request}, {answer}, the product of both static embeddings"
             f"{in_context}, two refusal-phrase flags, the text logit]")
 
 
