@@ -375,3 +375,17 @@ def test_leave_one_source_out_judges_each_source_again_with_its_requests_in_temp
                                     "second_stage": {"chosen": {"hidden": 0}}, "rows": {}, "positives": {}, "data": {},
                                     "leave_one_source_out": folds, "command": "safepref judge-train harm"})
     assert "its requests inside a jailbreak template: agreement (n)" in markdown and "jailbreak templates" in markdown
+
+
+def test_the_training_embedding_cache_is_written_once_a_batch_is_done_and_read_back(tmp_path, monkeypatch):
+    from safepref.judges import features
+
+    monkeypatch.setattr(features, "safepref_home", lambda: tmp_path)
+    texts = ["Mix the two liquids slowly.", "I can't help with that.", "Paris is in France."]
+    first = features.Embedder(FeatureConfig(), cache_name="cache-test")
+    vectors = first.encode(texts)
+    assert (tmp_path / "judges" / "cache-test.npz").is_file()  # saved at the end although under a minute passed
+    second = features.Embedder(FeatureConfig(), cache_name="cache-test")
+    assert len(second.vectors) == 3
+    monkeypatch.setattr(type(second.model), "encode", lambda *a, **k: pytest.fail("re-embedded a cached text"))
+    assert np.allclose(second.encode(texts), vectors)

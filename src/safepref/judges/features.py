@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from functools import cache
 
@@ -129,6 +130,7 @@ def refusal_flags(responses: list[str]) -> np.ndarray:
 _RECENT: dict[str, np.ndarray] = {}
 _RECENT_LIMIT = 50_000  # 384 float32 each: at most ~77 MB
 _MODELS: dict[tuple[str, str], object] = {}
+_SAVE_EVERY_S = 60.0  # how often a training run's on-disk embedding cache is rewritten while it grows
 
 
 class Embedder:
@@ -213,14 +215,20 @@ class Embedder:
             self.model.max_seq_length = tokens  # set on every call: the loaded model is shared
             items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch with little padding
             bar = progress_bar(len(items), desc="embedding", unit="text", disable=not progress)
+            saved = time.monotonic()
             for start in range(0, len(items), batch_size * 8):
                 chunk = items[start:start + batch_size * 8]
                 vectors = self.model.encode([t for _, t in chunk], batch_size=batch_size, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False)
                 self.vectors.update(zip([k for k, _ in chunk], vectors, strict=True))
-                self._save()
+                # the training cache holds tens of thousands of vectors: rewriting it after every chunk made a large
+                # new batch embed at ~67 texts/s instead of ~300; an interruption loses at most a minute of work
+                if time.monotonic() - saved > _SAVE_EVERY_S:
+                    self._save()
+                    saved = time.monotonic()
                 bar.update(len(chunk))
             bar.close()
+            self._save()
         return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
 
     def _save(self) -> None:
