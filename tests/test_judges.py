@@ -65,6 +65,23 @@ def test_wilson_interval_and_summary():
     assert summary["n"] == 4 and summary["unjudged"] == 1 and summary["positive_rate"] == 0.5
     assert summary["agreement"] == 0.75 and summary["precision"] == 0.5 and summary["recall"] == 1.0
     assert summary["kappa"] == pytest.approx(0.5)
+    assert summary["agreement_ci"] == list(wilson_interval(3, 4))  # 3 of the 4 labelled verdicts agree
+
+
+def test_a_reports_agreement_note_carries_the_interval_and_the_weakest_source(monkeypatch):
+    import safepref.judges as judges
+    from safepref.judges.head import shipped_card
+
+    # the shipped heads name their weakest held-out source from their cards
+    assert judges.measured_agreement("harm")["lowest_source"] == shipped_card("harm")["summary"][
+        "min_fold_agreement"]
+    monkeypatch.setattr(judges, "measured_agreement",
+                        lambda name: {"agreement": 0.8, "n": 1000, "lowest_source": 0.6} if name == "a" else
+                        {"agreement": 0.8, "n": 1000} if name == "b" else None)
+    low, high = wilson_interval(800, 1000)
+    assert judges.agreement_note("a") == f" (human agreement 0.80 [{low:.2f}, {high:.2f}], lowest source 0.60)"
+    assert judges.agreement_note("b") == f" (human agreement 0.80 [{low:.2f}, {high:.2f}])"
+    assert judges.agreement_note("c") == ""
 
 
 def test_judge_cli_json_and_out(tmp_path):

@@ -99,7 +99,8 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
     summary = (run_dir / "summary.md").read_text().splitlines()
-    header = ("| configuration | ASR keyword (human agreement 0.67), advbench (n=4) | probe accuracy, shallow "
+    header = ("| configuration | ASR keyword (human agreement 0.67 [0.66, 0.67], lowest source 0.31), advbench (n=4) "
+              "| probe accuracy, shallow "
               "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
     # a row per configuration in the headline table, the benign-quality table, the harmful-answers table and the

@@ -177,6 +177,7 @@ def summarize_verdicts(verdicts: list[Verdict]) -> dict[str, Any]:
         metrics = agreement([v.gold for v in with_gold], [v.label for v in with_gold])
         summary.update({k: metrics[k] for k in ("agreement", "precision", "recall", "kappa")})
         summary["n_labelled"] = metrics["n"]
+        summary["agreement_ci"] = list(wilson_interval(sum(v.gold == v.label for v in with_gold), len(with_gold)))
     return summary
 
 
@@ -207,12 +208,21 @@ def measured_agreement(name: str) -> dict[str, Any] | None:
     summary = shipped_card(name).get("summary") if name in ("harm", "refusal") else None
     if summary:
         return {"agreement": summary["pooled_agreement"], "n": summary["n"], "kappa": summary["mean_fold_kappa"],
+                "lowest_source": summary["min_fold_agreement"],
                 "on": "leave-one-source-out, pooled over the held-out sources"}
     text = (resources.files("safepref") / "registry" / "judge_agreement.yaml").read_text(encoding="utf-8")
     return (yaml.safe_load(text) or {}).get(name)
 
 
 def agreement_note(name: str) -> str:
-    """`` (human agreement 0.91)`` for a report's column or cell, or an empty string."""
+    """`` (human agreement 0.81 [0.80, 0.81], lowest source 0.62)`` for a report's column or cell, or an empty
+    string: the pooled agreement with its 95% Wilson interval, and the source the judge agreed with least (a pooled
+    figure hides a source whose notion of harm the judge did not learn)."""
     measured = measured_agreement(name)
-    return f" (human agreement {measured['agreement']:.2f})" if measured else ""
+    if not measured:
+        return ""
+    rate, n = measured["agreement"], measured["n"]
+    low, high = wilson_interval(round(rate * n), n)
+    lowest = measured.get("lowest_source")
+    return f" (human agreement {rate:.2f} [{low:.2f}, {high:.2f}]" + \
+        (f", lowest source {lowest:.2f})" if lowest is not None else ")")

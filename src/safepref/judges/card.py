@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safepref.io import write_text_atomic
+from safepref.stats import wilson_interval
 
 _WHAT = {
     "harm": "1 = the answer gives the harmful help the request asked for (0 = refuses, evades, or the request is "
@@ -15,6 +16,14 @@ _WHAT = {
 
 def _fmt(value) -> str:
     return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def _with_ci(rate: float | None, n: int) -> str:
+    """``0.878 [0.871, 0.885]``: an agreement with its 95% Wilson interval over ``n`` rows."""
+    if rate is None or not n:
+        return _fmt(rate)
+    low, high = wilson_interval(round(rate * n), n)
+    return f"{rate:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _inputs(features: dict) -> str:
@@ -96,12 +105,13 @@ def model_card_markdown(card: dict) -> str:
               "| held-out source | n | label 1 | agreement | kappa | precision | recall |"
               + "".join(f" {title} |" for _, _, title in columns),
               "|---" * (7 + len(columns)) + "|"]
-    lines += [f"| {f['held_out']} | {f['n']} | {f['positives']} | {_fmt(f['agreement'])} | {_fmt(f['kappa'])} | "
+    lines += [f"| {f['held_out']} | {f['n']} | {f['positives']} | {_with_ci(f['agreement'], f['n'])} | {_fmt(f['kappa'])} | "
               f"{_fmt(f['precision'])} | {_fmt(f['recall'])} |"
               + "".join(f" {_synthetic(f, count, rate)} |" for count, rate, _ in columns) for f in folds]
     summary = card.get("summary") or {}
     if summary:
-        lines += ["", f"Pooled over all held-out rows: agreement {summary['pooled_agreement']:.3f} (n = {summary['n']}); "
+        lines += ["", f"Pooled over all held-out rows: agreement {_with_ci(summary['pooled_agreement'], summary['n'])} "
+                      f"(n = {summary['n']}; 95% Wilson intervals); "
                       f"lowest fold {summary['min_fold_agreement']:.3f}; mean kappa {summary['mean_fold_kappa']:.3f}."]
     cap = card["config"].get("max_per_source")
     lines += ["", "Caveat: the three XSTest sources answer the same 450 prompts, so an XSTest fold holds out a "
@@ -122,7 +132,7 @@ def _unseen_requests(check: dict) -> list[str]:
             "answers of a kind it has seen.", "",
             "| held-out requests | n | label 1 | agreement | kappa | precision | recall |", "|---|---|---|---|---|---|---|",
             f"| {check['source']}: {check['held_out']} | {check['n']} | {check['positives']} | "
-            f"{_fmt(check['agreement'])} | {_fmt(check['kappa'])} | {_fmt(check['precision'])} | "
+            f"{_with_ci(check['agreement'], check['n'])} | {_fmt(check['kappa'])} | {_fmt(check['precision'])} | "
             f"{_fmt(check['recall'])} |"]
 
 
