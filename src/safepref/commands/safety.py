@@ -31,11 +31,19 @@ def register(app: typer.Typer) -> None:
         base_url: str = typer.Option(None, "--base-url", help="llm judge endpoint (default $OPENAI_BASE_URL)"),
         out: Path = typer.Option(None, "--out", help="write one verdict per row here (JSONL)"),
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object"),
+        prompt_field: str = typer.Option("prompt", "--prompt-field", help="column with the request "
+                                                                          "(JailbreakBench: goal; HarmBench: behavior)"),
+        response_field: str = typer.Option("response", "--response-field",
+                                           help="column with the answer (JailbreakBench: target_response)"),
+        label_field: str = typer.Option("label", "--label-field", help="column with the gold 0/1 label, optional "
+                                                                       "(JailbreakBench: human_majority)"),
     ) -> None:
         """Judge responses; print the positive rate (95% Wilson CI) and agreement with labels when present."""
-        from safepref.judges import run_judge
+        from safepref.judges import InputFields, run_judge
 
-        _print(run_judge(input_path, judge_name, out=out, judge_model=judge_model, base_url=base_url), as_json)
+        fields = InputFields(prompt=prompt_field, response=response_field, label=label_field)
+        _print(run_judge(input_path, judge_name, out=out, fields=fields, judge_model=judge_model, base_url=base_url),
+               as_json)
 
     @app.command("eval-safety")
     def eval_safety(

@@ -122,21 +122,39 @@ def parse_judge_names(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- input rows
 
 
-def _gold(value: Any, *, path: str, line: int) -> int | None:
+# a CSV cell or JSON value that says 0 or 1 in words (public benchmarks' human-label columns use both)
+_GOLD_WORDS = {"true": 1, "yes": 1, "false": 0, "no": 0}
+
+
+def _gold(value: Any, *, path: str, line: int, field: str = "label") -> int | None:
     if value in (None, ""):
         return None
+    if isinstance(value, str) and value.strip().lower() in _GOLD_WORDS:
+        return _GOLD_WORDS[value.strip().lower()]
     try:
         label = int(float(value))
     except (TypeError, ValueError):
         label = None
     if label not in (0, 1):
-        raise InputError(f"label must be 0 or 1, got {value!r}", path=path, line=line, field="label")
+        raise InputError(f"label must be 0 or 1 (or true/false, yes/no), got {value!r}", path=path, line=line,
+                         field=field)
     return label
 
 
-def read_judge_rows(source: str) -> list[JudgeInput]:
-    """Rows from a JSONL/JSON/CSV file with ``prompt`` and ``response`` (optional ``label``, ``id``), or from a
-    bundled labelled dataset by name (``gptfuzz-eval``, ``gptfuzz-train``)."""
+@dataclass(frozen=True)
+class InputFields:
+    """Which columns of a file hold the request, the answer and the gold label: another benchmark's labelled file
+    is read as it is (JailbreakBench's ``goal``/``target_response``/``human_majority``, HarmBench's
+    ``behavior``/``generation``) instead of being rewritten first."""
+
+    prompt: str = "prompt"
+    response: str = "response"
+    label: str = "label"
+
+
+def read_judge_rows(source: str, fields: InputFields = InputFields()) -> list[JudgeInput]:
+    """Rows from a JSONL/JSON/CSV file with a request and an answer (optional gold label and ``id``; column names
+    from ``fields``), or from a bundled labelled dataset by name (``gptfuzz-eval``, ``gptfuzz-train``)."""
     from safepref.data import REGISTRY, load_dataset
 
     if source in REGISTRY and not Path(source).exists():
@@ -146,11 +164,12 @@ def read_judge_rows(source: str) -> list[JudgeInput]:
         return [JudgeInput(id=f"{source}-{i}", prompt=r.prompt, response=r.response, label=r.label)
                 for i, r in enumerate(records)]
     rows = []
-    for line, row in iter_table(source, required=("prompt",)):
-        if row.get("response") is None:
-            raise InputError("missing field", path=source, line=line, field="response")
-        rows.append(JudgeInput(id=str(row.get("id") or f"row-{line}"), prompt=str(row["prompt"]),
-                               response=str(row["response"]), label=_gold(row.get("label"), path=source, line=line)))
+    for line, row in iter_table(source, required=(fields.prompt,)):
+        if row.get(fields.response) is None:
+            raise InputError("missing field", path=source, line=line, field=fields.response)
+        rows.append(JudgeInput(id=str(row.get("id") or f"row-{line}"), prompt=str(row[fields.prompt]),
+                               response=str(row[fields.response]),
+                               label=_gold(row.get(fields.label), path=source, line=line, field=fields.label)))
     return rows
 
 
@@ -181,10 +200,11 @@ def summarize_verdicts(verdicts: list[Verdict]) -> dict[str, Any]:
     return summary
 
 
-def run_judge(source: str, judge_name: str, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def run_judge(source: str, judge_name: str, out: str | Path | None = None, fields: InputFields = InputFields(),
+              **options: Any) -> dict[str, Any]:
     """Judge every row of ``source`` (file or bundled labelled dataset); write verdicts to ``out`` if given."""
     judge = get_judge(judge_name, **options)  # unknown names fail before any reading
-    rows = read_judge_rows(source)
+    rows = read_judge_rows(source, fields)
     verdicts = judge.judge(rows)
     if out is not None:
         write_jsonl_atomic(out, verdicts)
