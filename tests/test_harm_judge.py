@@ -212,6 +212,8 @@ def test_shipped_head_has_a_card_with_every_fold(judge):
         assert card["config"]["features"]["request_tail"] is True  # a long request is read from its end
         assert all(f["in_templates"] == f["n"] for f in card["leave_one_source_out"])  # and checked that way
         assert "its requests inside a jailbreak template" in markdown
+        assert all(f["in_stories"] == f["plain"] > 0 for f in card["leave_one_source_out"])  # and told as stories
+        assert "its plain answers told as a story" in markdown
     head = Head.load(shipped_head_path(judge))
     networks = card["config"]["ensemble"] if card["second_stage"]["chosen"]["hidden"] else 0
     assert len(head.weights) == (4 * networks if networks else 2)
@@ -367,14 +369,34 @@ def test_in_templates_fills_each_request_into_a_gptfuzz_template_and_keeps_the_r
 
 def test_leave_one_source_out_judges_each_source_again_with_its_requests_in_templates():
     data = synthetic(n_per_source=90)
-    wrapped = synthetic(n_per_source=30, seed=3)
+    wrapped, told = synthetic(n_per_source=30, seed=3), synthetic(n_per_source=20, seed=4)
     config = JudgeTrainingConfig(features=FeatureConfig(hash_bits=12), candidates=({"hidden": 0, "c": 0.5},))
-    folds = leave_one_source_out(data, config, wrapped)
+    folds = leave_one_source_out(data, config, {"in_templates": wrapped, "plain": told, "in_stories": told})
     assert all(f["in_templates"] == 30 and f["in_templates_agreement"] > 0.7 for f in folds)
+    assert all(f["in_stories"] == 20 and f["in_stories_agreement"] > 0.7 for f in folds)
+    assert all(f["in_stories_agreement"] == f["plain_agreement"] for f in folds)  # the same rows, the same head
     markdown = model_card_markdown({"judge": "harm", "config": {"features": asdict(FeatureConfig()), "non_answers": 400},
                                     "second_stage": {"chosen": {"hidden": 0}}, "rows": {}, "positives": {}, "data": {},
                                     "leave_one_source_out": folds, "command": "safepref judge-train harm"})
     assert "its requests inside a jailbreak template: agreement (n)" in markdown and "jailbreak templates" in markdown
+    assert "its plain answers told as a story: agreement (n)" in markdown and "fiction frames" in markdown
+    assert f"{folds[0]['in_stories_agreement']:.3f} against {folds[0]['plain_agreement']:.3f} bare (20)" in markdown
+
+
+def test_in_stories_tells_each_plain_answer_as_a_story_and_keeps_the_row():
+    from safepref.judges.framings import CHECK_STORY_FRAMES, in_stories, plain_answers
+
+    examples = [Example("s", f"Q{i}?", f"First get tool {i}, then use it.", i % 2, None) for i in range(6)]
+    examples += [Example("s", "Q?", "I'm sorry, I can't help.\n\n[DAN]: First get a tool.", 1, None),  # two voices
+                 Example("s", "Q?", "DAN: Step one: ...", 1, None),  # a speaker tag
+                 Example("s/framed", "Q?", "Step one.", 1, None)]  # synthetic rows are never checked
+    rows = in_stories(examples, seed=0)
+    assert len(rows) == 6 and plain_answers(examples) == examples[:6]
+    frames = [frame.split("{answer}") for frame in CHECK_STORY_FRAMES]
+    for row, example in zip(rows, examples, strict=False):
+        assert (row.source, row.prompt, row.harm) == (example.source, example.prompt, example.harm)
+        assert any(row.response == before + example.response + after for before, after in frames)
+    assert in_stories(examples, seed=0) == rows  # seeded
 
 
 def test_the_training_embedding_cache_is_written_once_a_batch_is_done_and_read_back(tmp_path, monkeypatch):

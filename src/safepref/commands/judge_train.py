@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
                           if fold.get("framed") else "")
             synthetic += (f" requests in templates agreement={fold['in_templates_agreement']} (n={fold['in_templates']})"
                           if fold.get("in_templates") else "")
+            synthetic += (f" plain answers as stories agreement={fold['in_stories_agreement']} against "
+                          f"{fold['plain_agreement']} bare (n={fold['in_stories']})" if fold.get("in_stories") else "")
             console.print(f"held out {fold['held_out']}: n={fold['n']} agreement={fold['agreement']} "
                           f"kappa={fold['kappa']} precision={fold['precision']} recall={fold['recall']}{synthetic}",
                           highlight=False)

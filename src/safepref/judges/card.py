@@ -51,10 +51,12 @@ def _members(card: dict) -> str:
     return f"; the mean probability of {members} such networks trained with successive seeds"
 
 
-# (fold key of the count, fold key of the figure, column title) for each kind of synthetic row a fold reports
+# (fold key of the count, fold key of the figure, column title) for each kind of synthetic row a fold reports; a
+# fold's "plain" (its plain answers unchanged) is printed beside "in_stories", not in a column of its own
 SYNTHETIC_COLUMNS = (("non_answers", "non_answers_judged_1", "its non-answers judged 1 (n)"),
                      ("framed", "framed_agreement", "its framed rows: agreement (n)"),
-                     ("in_templates", "in_templates_agreement", "its requests inside a jailbreak template: agreement (n)"))
+                     ("in_templates", "in_templates_agreement", "its requests inside a jailbreak template: agreement (n)"),
+                     ("in_stories", "in_stories_agreement", "its plain answers told as a story: agreement (n)"))
 
 
 def _synthetic_note(config: dict) -> str:
@@ -73,13 +75,24 @@ def _synthetic_note(config: dict) -> str:
             "count in the agreement.")
 
 
-_IN_TEMPLATES_NOTE = (" The last column judges the held-out source's rows again with each request filled into one of "
-                      "GPTFuzz's jailbreak templates (a seeded choice per row; `framings.in_templates`): a judge's "
-                      "input may carry the attack prompt instead of the bare request.")
+_CHECK_NOTES = {
+    "in_templates": " The column 'its requests inside a jailbreak template' judges the held-out source's rows again "
+                    "with each request filled into one of GPTFuzz's jailbreak templates (a seeded choice per row; "
+                    "`framings.in_templates`): a judge's input may carry the attack prompt instead of the bare "
+                    "request.",
+    "in_stories": " The column 'its plain answers told as a story' judges the held-out source's answers that open "
+                  "with neither a refusal nor a speaker tag again, each inside one of four fiction frames never "
+                  "trained on (a scene, a character's notebook, 'I'll stay in character'; `framings.in_stories`), "
+                  "label kept: PAIR-style attacks ask for harmful help as a story.",
+}
 
 
 def _synthetic(fold: dict, count: str, rate: str) -> str:
-    return f"{_fmt(fold[rate])} ({fold[count]})" if fold.get(count) else "—"
+    if not fold.get(count):
+        return "—"
+    if count == "in_stories" and fold.get("plain"):  # beside the same answers judged as they were
+        return f"{_fmt(fold[rate])} against {_fmt(fold['plain_agreement'])} bare ({fold[count]})"
+    return f"{_fmt(fold[rate])} ({fold[count]})"
 
 
 def model_card_markdown(card: dict) -> str:
@@ -101,7 +114,7 @@ def model_card_markdown(card: dict) -> str:
               "## Leave-one-source-out validation", "",
               "Each row: trained on every other source (second stage chosen by CV inside those sources only), "
               "judged on the held-out source's human labels." + _synthetic_note(card["config"])
-              + (_IN_TEMPLATES_NOTE if columns and columns[-1][0] == "in_templates" else ""), "",
+              + "".join(_CHECK_NOTES.get(count, "") for count, _, _ in columns), "",
               "| held-out source | n | label 1 | agreement | kappa | precision | recall |"
               + "".join(f" {title} |" for _, _, title in columns),
               "|---" * (7 + len(columns)) + "|"]

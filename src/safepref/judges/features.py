@@ -94,6 +94,11 @@ def answer_after_refusals(response: str) -> tuple[str, bool]:
     return ("\n\n".join(paragraphs[skipped:]), True) if skipped else (response, False)
 
 
+def is_plain_answer(response: str) -> bool:
+    """An answer that is there and opens with neither a refusal to skip nor a speaker tag."""
+    return bool(response.strip()) and not answer_after_refusals(response)[1] and not _SPEAKER_TAG.match(response)
+
+
 @cache
 def _vectorizers(hash_bits: int) -> tuple[HashingVectorizer, HashingVectorizer]:
     common = {"n_features": 2**hash_bits, "alternate_sign": False, "norm": None, "lowercase": True}

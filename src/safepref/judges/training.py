@@ -181,11 +181,11 @@ def predict(head: Head, data: Matrices) -> np.ndarray:
 
 
 def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig,
-                         in_templates: Matrices | None = None) -> list[dict]:
+                         checks: dict[str, Matrices] | None = None) -> list[dict]:
     """Per human-labelled source: train on all the others (their synthetic rows included), report agreement with
     the held-out source's human labels, how many of its own non-answers the head called 1, its agreement with the
-    labels of its own framed rows and, given ``in_templates`` (its rows with the request inside a jailbreak
-    template, framings.in_templates), with its labels there."""
+    labels of its own framed rows and, for each of ``checks`` (name: rows of every source changed in one way,
+    labels kept: ``in_templates``, ``in_stories``, see framings), with its labels there."""
     folds = []
     base = np.array([base_source(s) for s in data.sources.tolist()])
     human = base == data.sources
@@ -204,10 +204,11 @@ def leave_one_source_out(data: Matrices, config: JudgeTrainingConfig,
         if len(framed.labels):
             fold.update(framed=len(framed.labels),
                         framed_agreement=round(float(np.mean(predict(head, framed) == framed.labels)), 4))
-        wrapped = in_templates.take(in_templates.sources == source) if in_templates is not None else None
-        if wrapped is not None and len(wrapped.labels):
-            fold.update(in_templates=len(wrapped.labels),
-                        in_templates_agreement=round(float(np.mean(predict(head, wrapped) == wrapped.labels)), 4))
+        for name, rows in (checks or {}).items():
+            changed = rows.take(rows.sources == source)
+            if len(changed.labels):
+                fold.update({name: len(changed.labels), f"{name}_agreement":
+                             round(float(np.mean(predict(head, changed) == changed.labels)), 4)})
         folds.append({**fold, "second_stage": choice["chosen"], "seconds": round(time.perf_counter() - started, 1)})
     return folds
 
@@ -240,10 +241,12 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     examples += non_answers.non_answers(human, config.non_answers, config.seed) if config.non_answers else []
     examples += framings.framed(human, config.framings, config.seed) if config.framings else []
     data = build_matrices(examples, config)
-    # the attack prompt instead of the bare request: a judge's input may carry either
-    wrapped = build_matrices(framings.in_templates(human, config.seed), config) if folds and config.features.request \
-        else None
-    fold_metrics = leave_one_source_out(data, config, wrapped) if folds else []
+    # the attack prompt instead of the bare request (a judge's input may carry either), and harmful help told as a
+    # story: checks of the harm judge, never trained on
+    checks = {name: build_matrices(make(human, config.seed), config)
+              for name, make in (("in_templates", framings.in_templates), ("plain", framings.plain_answers),
+                                 ("in_stories", framings.in_stories))} if folds and config.judge == "harm" else {}
+    fold_metrics = leave_one_source_out(data, config, checks) if folds else []
     unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
     head, choice = fit_head(data, config)
     head_path = head.save(Path(out_dir) / f"{config.judge}.npz")
