@@ -129,8 +129,8 @@ _GOLD_WORDS = {"true": 1, "yes": 1, "false": 0, "no": 0}
 def _gold(value: Any, *, path: str, line: int, field: str = "label") -> int | None:
     if value in (None, ""):
         return None
-    if isinstance(value, str) and value.strip().lower() in _GOLD_WORDS:
-        return _GOLD_WORDS[value.strip().lower()]
+    if isinstance(value, str) and (word := value.strip().lower()) in _GOLD_WORDS:
+        return _GOLD_WORDS[word]
     try:
         label = int(float(value))
     except (TypeError, ValueError):

@@ -106,12 +106,16 @@ CHECK_STORY_FRAMES = (
 )
 
 
-def plain_answers(examples: list[Example], seed: int = 0) -> list[Example]:
-    """The human-labelled examples whose answer is plain: it opens with neither a refusal nor a speaker tag (a
-    two-voice jailbreak answer is not told as a story). ``seed`` is unused: every check takes one."""
+def is_plain_example(example: Example) -> bool:
+    """A human-labelled example whose answer is plain: it opens with neither a refusal nor a speaker tag (a
+    two-voice jailbreak answer is not told as a story)."""
     from safepref.judges.features import is_plain_answer
 
-    return [e for e in examples if base_source(e.source) == e.source and is_plain_answer(e.response)]
+    return base_source(example.source) == example.source and is_plain_answer(example.response)
+
+
+def plain_answers(examples: list[Example]) -> list[Example]:
+    return [e for e in examples if is_plain_example(e)]
 
 
 def in_stories(examples: list[Example], seed: int = 0) -> list[Example]:

@@ -243,9 +243,12 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     data = build_matrices(examples, config)
     # the attack prompt instead of the bare request (a judge's input may carry either), and harmful help told as a
     # story: checks of the harm judge, never trained on
-    checks = {name: build_matrices(make(human, config.seed), config)
-              for name, make in (("in_templates", framings.in_templates), ("plain", framings.plain_answers),
-                                 ("in_stories", framings.in_stories))} if folds and config.judge == "harm" else {}
+    checks = {}
+    if folds and config.judge == "harm":
+        checks = {name: build_matrices(make(human, config.seed), config)
+                  for name, make in (("in_templates", framings.in_templates), ("in_stories", framings.in_stories))}
+        # the story check's answers as they were: rows of ``data`` already, not features to compute again
+        checks["plain"] = data.take(np.array([framings.is_plain_example(e) for e in examples]))
     fold_metrics = leave_one_source_out(data, config, checks) if folds else []
     unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
     head, choice = fit_head(data, config)
