@@ -1,7 +1,7 @@
 """Throughput of the harm judge (target: at least 20 answers/s on 2 cores); exits 1 when missed.
 
 Rows: 400 real GPTFuzz answers (many of them long), spread over its 100 harmful requests, judged by a freshly loaded judge
-(no embedding cache). Anchor, measured in the same run on the same rows: the keyword judge (plain substring
+(no embedding or hidden-state cache). Anchor, measured in the same run on the same rows: the keyword judge (plain substring
 matching), so the printed ratio says how much slower than a string match the harm judge is, whatever the load.
 
 Two lower bounds of what an idle 2-core machine gives are printed: answers per wall second (here, shared with
@@ -37,8 +37,10 @@ def main() -> int:
     every = read_judge_rows("gptfuzz-eval")
     rows = every[:: max(1, len(every) // args.rows)][: args.rows]  # spread over the file: ~100 distinct requests
     harm = get_judge("harm")
-    harm.judge(rows[:4])  # load MiniLM outside the timing; the 4 requests are embedded again below (no cache)
+    harm.judge(rows[:4])  # load MiniLM and the LM outside the timing; the 4 rows are read again below (no cache)
     harm.embedder.vectors.clear()
+    if harm.embedder.hidden_states is not None:
+        harm.embedder.hidden_states.states.clear()
     anchor_wall, _ = throughput(get_judge("keyword"), rows)
     wall, cpu = throughput(harm, rows)
     print(f"keyword judge (anchor): {anchor_wall:,.0f} answers/s wall")

@@ -55,6 +55,11 @@ class FeatureConfig:
     focus: bool = False  # read the answer from its first non-refusal paragraph too (see the module docstring)
     whole_opening: bool = True  # with focus: also the whole answer's in-context opening embedding c(r)
     request_tail: bool = False  # read a request longer than the window from its end (see request_window)
+    # a causal LM whose hidden states read the (request, focused answer) pair ("" = none; see hidden_states)
+    lm: str = ""
+    lm_layer: int = 20  # the decoder layer whose states are averaged over the answer's tokens
+    lm_request_tokens: int = 64  # the request's last tokens in the LM's user turn
+    lm_answer_tokens: int = 128  # the focused answer's first tokens in the LM's assistant turn
 
 
 # A speaker tag that jailbreak templates put before each voice: "[ChatGPT]:", "(🔒Normal Output)", "DAN:", "AIM:", or
@@ -152,6 +157,13 @@ class Embedder:
         if self.cache_path is not None and self.cache_path.is_file():
             with np.load(self.cache_path) as data:
                 self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        self.hidden_states = None
+        if config.lm:
+            from safepref.judges.hidden_states import HiddenStateReader
+
+            cache = f"judge-states-{config.lm}-layer{config.lm_layer}" if cache_name else None
+            self.hidden_states = HiddenStateReader(config.lm, config.lm_layer, config.lm_request_tokens,
+                                                   config.lm_answer_tokens, cache_name=cache, device=device)
 
     @property
     def model(self):
@@ -251,6 +263,8 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
     """[p, s(r), s(p)*s(r), c(r), refusal flags]: the request's MiniLM embedding, the answer's static embedding,
     the product of both static embeddings (does the answer stay on this request's topic?), the answer opening's
     MiniLM embedding (when ``answer_tokens``), and the phrase flags (last: the refusal head's rule reads them).
+    With ``lm`` (the harm judge): h(p, f), an LM's mean hidden state of the focused answer with the request in
+    context (safepref.judges.hidden_states), before the skip flag.
     With ``focus``: [p, s(f), s(p)*s(f), c(f), c(r), skipped, flags], f the answer after its refusals (c(r) only
     with ``whole_opening``)."""
     config, dims = embedder.config, embedder.dimensions
@@ -280,6 +294,8 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
             # answer are then found in the shared store and cost nothing
             opening = in_context(responses)
             blocks += [in_context(texts), opening] if config.focus else [opening]
+    if embedder.hidden_states is not None and texts:
+        blocks.append(embedder.hidden_states.read(prompts, texts, progress=progress))
     if config.focus:
         blocks.append(np.array([skipped for _, skipped in focused], np.float32).reshape(-1, 1))
     return np.hstack([*blocks, flags]).astype(np.float32)

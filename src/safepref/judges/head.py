@@ -2,7 +2,8 @@
 
 Two stages, both fitted by ``safepref judge-train``:
 1. a class-balanced logistic regression on the answer's hashed TF-IDF gives a text logit;
-2. on [MiniLM request, MiniLM answer, their product, refusal flags, text logit], standardised, a logistic
+2. on [MiniLM request, MiniLM answer, their product, (harm) an LM's hidden state of the answer with the request in
+   context, refusal flags, text logit], standardised, a logistic
    regression or one-hidden-layer ReLU networks (chosen by cross-validation inside the training data; the
    networks' probabilities averaged) give the probability of label 1. Threshold 0.5.
 

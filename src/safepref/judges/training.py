@@ -28,6 +28,7 @@ from safepref.stats import agreement
 
 LABELS = {"harm": "harm", "refusal": "refusal"}
 # candidates for the second stage: 0 = logistic regression, >0 = a hidden ReLU layer of that width
+HARM_LM = "smollm2-135m-instruct"
 SECOND_STAGE = ({"hidden": 0, "c": 0.5}, {"hidden": 64, "alpha": 1e-2})
 
 
@@ -52,6 +53,9 @@ class JudgeTrainingConfig:
     rule_union: bool | None = None  # None: the judge's default (refusal: head OR the rule refusal judge)
     non_answers: int | None = None  # synthetic label-0 non-answers per source (None: harm 400, refusal 0)
     framings: int | None = None  # jailbreak-framed copies of labelled rows per source (None: harm 600, refusal 0)
+    # human-labelled rows per source that the harm folds' checks (requests in templates, answers told as stories)
+    # judge again: a seeded sample, because each changed row is another pass of the LM read (None: every row)
+    check_rows: int | None = 1000
 
     def __post_init__(self) -> None:
         harm = self.judge == "harm"
@@ -77,8 +81,9 @@ class JudgeTrainingConfig:
             # the answer's opening only through the focused text (features.FeatureConfig.whole_opening)
             # harm reads a long request from its end, where a jailbreak template puts the request
             # (features.Embedder.request_window)
+            # harm also reads the pair through SmolLM2's hidden states (see safepref.judges.hidden_states)
             self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm,
-                                          request_tail=harm)
+                                          request_tail=harm, lm=HARM_LM if harm else "")
 
 
 @dataclass
@@ -245,10 +250,14 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     # story: checks of the harm judge, never trained on
     checks = {}
     if folds and config.judge == "harm":
-        checks = {name: build_matrices(make(human, config.seed), config)
+        sample = check_sample(human, config.check_rows, config.seed)
+        checked = [human[i] for i in sample]
+        checks = {name: build_matrices(make(checked, config.seed), config)
                   for name, make in (("in_templates", framings.in_templates), ("in_stories", framings.in_stories))}
         # the story check's answers as they were: rows of ``data`` already, not features to compute again
-        checks["plain"] = data.take(np.array([framings.is_plain_example(e) for e in examples]))
+        plain = np.zeros(len(examples), bool)
+        plain[sample] = [framings.is_plain_example(e) for e in checked]
+        checks["plain"] = data.take(plain)
     fold_metrics = leave_one_source_out(data, config, checks) if folds else []
     unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
     head, choice = fit_head(data, config)
@@ -261,6 +270,20 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
             "unseen_requests": unseen, "command": f"safepref judge-train {config.judge}"}
     write_json_atomic(Path(out_dir) / f"{config.judge}.json", card)
     return {"head": str(head_path), **card}
+
+
+def check_sample(examples: list[Example], per_source: int | None, seed: int) -> list[int]:
+    """Indices of a seeded sample of at most ``per_source`` examples of each source, in their order (every index
+    with None)."""
+    by_source: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_source.setdefault(e.source, []).append(i)
+    keep = []
+    for source, indices in by_source.items():
+        if per_source is not None and len(indices) > per_source:
+            indices = random.Random(f"{seed}|checks|{source}").sample(indices, per_source)
+        keep += indices
+    return sorted(keep)
 
 
 def unseen_requests(data: Matrices, examples: list[Example], config: JudgeTrainingConfig) -> dict:
