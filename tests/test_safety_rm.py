@@ -62,6 +62,10 @@ def test_pair_diagnostics_tell_the_safer_side_from_the_longer_one():
     assert "harmful (keyword) chosen 0.00 vs rejected 1.00" in diagnostics_line(result)
     swapped = pair_diagnostics([_pair(n, p.rejected_text, p.chosen_text) for n, p in enumerate(pairs)], "keyword")
     assert swapped["harmful"]["gap"]["difference"] == 1 and swapped["harmful"]["gap"]["ci95"][0] > 0
+    sampled = pair_diagnostics(pairs, harm_judge="keyword", max_judged_pairs=10)
+    assert sampled["judged_pairs"] == 10 and sampled["harmful"]["gap"]["n"] == 10
+    assert sampled["length"]["chosen"]["mean"] == result["length"]["chosen"]["mean"]  # lengths use every pair
+    assert result["judged_pairs"] == 24 and "seeded 10 of 24 pairs" in diagnostics_line(sampled)
 
 
 def test_build_json_and_audit_carry_the_diagnostics(tmp_path):

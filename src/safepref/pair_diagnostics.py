@@ -4,12 +4,16 @@ For a set of preference pairs, ``pair_diagnostics(pairs)`` judges both sides of 
 the refusal judge (``safepref.judges``) and reports, per side: the share judged harmful, the share that refuses
 (each with n and a 95% Wilson interval), the chosen-minus-rejected gap of each share with a 95% interval for paired
 proportions (Newcombe's method 10: the two sides of a pair share a prompt, so they are not independent), and the
-mean length in words of each side. This is the paper's mechanism made visible: multi-model recipes tend to choose
+mean length in words of each side. Past ``max_judged_pairs`` pairs the two judges read a seeded sample of that many
+(the shares' intervals say its n; the lengths use every pair): the harm judge's LM read runs ~7 answers/s on 2 cores,
+so judging every side of a 10,000-pair dataset would take most of an hour for a diagnostic.
+This is the paper's mechanism made visible: multi-model recipes tend to choose
 the answer of another model, which may differ from the rejected one more in length and wording than in safety.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from safepref.records import Pair
@@ -18,6 +22,7 @@ from safepref.stats import mean_interval, paired_difference_interval, rate
 HARM_JUDGE = "harm"  # the trained judge that reads request and answer together (judges/harm)
 REFUSAL_JUDGE = "refusal"
 LENGTH_UNIT = "words"  # whitespace-separated words of the answer text
+MAX_JUDGED_PAIRS = 1000  # a gap's 95% interval from 1,000 pairs is at most about +-0.06 wide
 
 
 def _labels(judge_name: str, pairs: list[Pair]) -> tuple[list[int | None], list[int | None]]:
@@ -50,9 +55,17 @@ def side_comparison(chosen: list[int | None], rejected: list[int | None]) -> dic
     }
 
 
-def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE,
-                     refusal_judge: str = REFUSAL_JUDGE) -> dict[str, Any]:
+def judged_sample(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
+    """Every pair, or a seeded sample of ``limit`` of them in their original order."""
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), limit))]
+
+
+def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_judge: str = REFUSAL_JUDGE,
+                     max_judged_pairs: int | None = MAX_JUDGED_PAIRS) -> dict[str, Any]:
     """Harmful and refusal shares of each side (with the paired gap), and the mean length of each side."""
+    judged = judged_sample(pairs, max_judged_pairs)
     chosen_words = [float(len(p.chosen_text.split())) for p in pairs]
     rejected_words = [float(len(p.rejected_text.split())) for p in pairs]
     longer = sum(c > r for c, r in zip(chosen_words, rejected_words, strict=True))
@@ -60,8 +73,9 @@ def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE,
         "n_pairs": len(pairs),
         "harm_judge": harm_judge,
         "refusal_judge": refusal_judge,
-        "harmful": side_comparison(*_labels(harm_judge, pairs)) if pairs else None,
-        "refusal": side_comparison(*_labels(refusal_judge, pairs)) if pairs else None,
+        "judged_pairs": len(judged),
+        "harmful": side_comparison(*_labels(harm_judge, judged)) if judged else None,
+        "refusal": side_comparison(*_labels(refusal_judge, judged)) if judged else None,
         "length_unit": LENGTH_UNIT,
         "length": {"chosen": mean_interval(chosen_words), "rejected": mean_interval(rejected_words),
                    "chosen_longer": rate(longer, len(pairs))},
@@ -80,5 +94,7 @@ def diagnostics_line(diagnostics: dict[str, Any]) -> str:
     length = diagnostics["length"]
     words = (f"mean {diagnostics['length_unit']} chosen {length['chosen']['mean'] or 0:.1f} vs rejected "
              f"{length['rejected']['mean'] or 0:.1f}")
+    judged = diagnostics.get("judged_pairs", diagnostics["n_pairs"])
+    sample = f" (judged on a seeded {judged} of {diagnostics['n_pairs']} pairs)" if judged < diagnostics["n_pairs"] else ""
     return (f"{share(diagnostics['harmful'], 'harmful (' + diagnostics['harm_judge'] + ')')}; "
-            f"{share(diagnostics['refusal'], 'refusal')}; {words}")
+            f"{share(diagnostics['refusal'], 'refusal')}{sample}; {words}")
