@@ -210,7 +210,9 @@ def test_shipped_head_has_a_card_with_every_fold(judge):
         assert card["unseen_requests"]["n"] == 1540 and "A seen source, unseen requests" in markdown
         assert card["config"]["features"]["whole_opening"] is False  # reads past an opening refusal only
         assert card["config"]["features"]["request_tail"] is True  # a long request is read from its end
-        assert all(f["in_templates"] == f["n"] for f in card["leave_one_source_out"])  # and checked that way
+        checked = card["config"]["check_rows"]  # a seeded sample per source is checked that way
+        assert all(f["in_templates"] == min(f["n"], checked) for f in card["leave_one_source_out"])
+        assert card["config"]["features"]["lm"] == "smollm2-135m-instruct"  # and read by a bundled LM
         assert "its requests inside a jailbreak template" in markdown
         assert all(f["in_stories"] == f["plain"] > 0 for f in card["leave_one_source_out"])  # and told as stories
         assert "its plain answers told as a story" in markdown
