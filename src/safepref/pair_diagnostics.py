@@ -13,7 +13,7 @@ the answer of another model, which may differ from the rejected one more in leng
 
 from __future__ import annotations
 
-import random
+import hashlib
 from typing import Any
 
 from safepref.records import Pair
@@ -56,10 +56,12 @@ def side_comparison(chosen: list[int | None], rejected: list[int | None]) -> dic
 
 
 def judged_sample(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
-    """Every pair, or a seeded sample of ``limit`` of them in their original order."""
+    """Every pair, or the ``limit`` pairs whose seeded hash of their id is smallest, in their original order: the
+    same pair is in the sample whatever the file's order, and a pair added later displaces at most one."""
     if limit is None or len(pairs) <= limit:
         return pairs
-    return [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), limit))]
+    rank = {n: hashlib.sha1(f"{seed}|{p.id}".encode()).hexdigest() for n, p in enumerate(pairs)}
+    return [pairs[n] for n in sorted(sorted(rank, key=rank.__getitem__)[:limit])]
 
 
 def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_judge: str = REFUSAL_JUDGE,

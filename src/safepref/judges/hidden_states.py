@@ -38,8 +38,10 @@ class HiddenStateReader:
     def __init__(self, model: str, layer: int, request_tokens: int, answer_tokens: int,
                  cache_name: str | None = None, device: str = "cpu", batch_size: int = 16) -> None:
         from safepref.device import resolve_device
+        from safepref.models import weights_fingerprint
 
         self.model_name, self.layer = model, layer
+        self.weights = weights_fingerprint(model)  # cached states are keyed by the weights, not the model's name
         self.request_tokens, self.answer_tokens = request_tokens, answer_tokens
         self.device, self.batch_size = str(resolve_device(device)), batch_size
         self.cache_path = safepref_home() / "judges" / f"{cache_name}.npz" if cache_name else None
@@ -71,7 +73,7 @@ class HiddenStateReader:
         return encode(before), encode(between)
 
     def _key(self, request: str, answer: str) -> str:
-        head = f"{self.model_name}|{self.layer}|{self.request_tokens}|{self.answer_tokens}"
+        head = f"{self.weights}|{self.layer}|{self.request_tokens}|{self.answer_tokens}"
         return hashlib.sha1(f"{head}|{request[-16 * self.request_tokens:]}|"
                             f"{answer[: 16 * self.answer_tokens]}".encode()).hexdigest()
 
