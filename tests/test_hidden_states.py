@@ -75,3 +75,16 @@ def test_dense_features_carry_the_lm_read_of_the_focused_answer(tiny_model_dir):
     # the LM reads the answer past its opening refusal: both rows read the same text
     assert np.allclose(lm_block[0], lm_block[1], atol=1e-5)
     assert np.allclose(lm_block[1], _by_hand(tiny_model_dir, REQUEST, ANSWERS[0]), atol=1e-4)
+
+
+def test_the_refusal_features_read_the_answer_alone(tiny_model_dir):
+    """Without ``request`` (the refusal judge) the LM's user turn is empty: the same answer reads the same whatever
+    was asked, so a head cannot learn which requests get refused."""
+    config = FeatureConfig(request=False, answer_tokens=32, lm=str(tiny_model_dir), lm_layer=2, lm_request_tokens=16,
+                           lm_answer_tokens=24)
+    dense = dense_features(Embedder(config), [REQUEST, "Write a poem about spring."], [ANSWERS[1], ANSWERS[1]])
+    without = dense_features(Embedder(FeatureConfig(request=False, answer_tokens=32)), [REQUEST], [ANSWERS[1]])
+    lm_block = dense[:, without.shape[1] - 2:without.shape[1] - 2 + 32]  # before the two refusal flags
+    assert dense.shape[1] == without.shape[1] + 32
+    assert np.allclose(lm_block[0], lm_block[1], atol=1e-6)
+    assert np.allclose(lm_block[0], _by_hand(tiny_model_dir, "", ANSWERS[1]), atol=1e-4)

@@ -42,7 +42,10 @@ def _inputs(features: dict) -> str:
                 f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}{lm}; {opening}a "
                 "flag 'refused, then went on', two refusal-phrase flags, the text logit]")
     if not features.get("request", True):
-        return f"[{answer}{in_context}, two refusal-phrase flags, the text logit] (the request is not read)"
+        alone = (f", the mean hidden state of layer {features['lm_layer']} of {features['lm']} over the answer's first "
+                 f"{features['lm_answer_tokens']} tokens (an empty user turn of its chat template)"
+                 if features.get("lm") else "")
+        return f"[{answer}{in_context}{alone}, two refusal-phrase flags, the text logit] (the request is not read)"
     return (f"[{request}, {answer}, the product of both static embeddings"
             f"{in_context}, two refusal-phrase flags, the text logit]")
 

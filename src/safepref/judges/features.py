@@ -55,7 +55,8 @@ class FeatureConfig:
     focus: bool = False  # read the answer from its first non-refusal paragraph too (see the module docstring)
     whole_opening: bool = True  # with focus: also the whole answer's in-context opening embedding c(r)
     request_tail: bool = False  # read a request longer than the window from its end (see request_window)
-    # a causal LM whose hidden states read the (request, focused answer) pair ("" = none; see hidden_states)
+    # a causal LM whose hidden states read the (request, focused answer) pair, or with ``request`` off the answer
+    # alone ("" = none; see hidden_states)
     lm: str = ""
     lm_layer: int = 20  # the decoder layer whose states are averaged over the answer's tokens
     lm_request_tokens: int = 64  # the request's last tokens in the LM's user turn
@@ -295,7 +296,10 @@ def dense_features(embedder: Embedder, prompts: list[str], responses: list[str],
             opening = in_context(responses)
             blocks += [in_context(texts), opening] if config.focus else [opening]
     if embedder.hidden_states is not None and texts:
-        blocks.append(embedder.hidden_states.read(prompts, texts, progress=progress))
+        # the refusal judge reads the answer alone here too (see safepref.judges.training: with the request in view,
+        # a head learns which requests get refused)
+        requests = prompts if config.request else [""] * len(texts)
+        blocks.append(embedder.hidden_states.read(requests, texts, progress=progress))
     if config.focus:
         blocks.append(np.array([skipped for _, skipped in focused], np.float32).reshape(-1, 1))
     return np.hstack([*blocks, flags]).astype(np.float32)
