@@ -83,8 +83,8 @@ class JudgeTrainingConfig:
             # (features.Embedder.request_window)
             # both also read through SmolLM2's hidden states (see safepref.judges.hidden_states): harm the (request,
             # focused answer) pair at layer 20 over 128 answer tokens; refusal the answer alone at layer 10 over 64
-            # (leave-one-model-out on XSTest: 0.931 pooled without the read, 0.944 with it, session 16; layers 14 / 17
-            # over 64 tokens gave 0.944 / 0.942, over 128 0.938, so the cheapest)
+            # (leave-one-model-out on XSTest: 0.931 pooled without the read, 0.944 with it, session 16; layer 14 over
+            # 64 tokens also 0.944, over 128 0.938, and the request in view bought nothing, so the cheapest)
             self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm,
                                           request_tail=harm, lm=HARM_LM, lm_layer=20 if harm else 10,
                                           lm_answer_tokens=128 if harm else 64)
