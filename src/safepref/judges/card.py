@@ -33,18 +33,17 @@ def _inputs(features: dict) -> str:
     request = "MiniLM sentence embedding of the request" + (
         f" (of its last {features['embed_tokens'] - 2} word pieces when longer: a jailbreak template puts the request "
         "last)" if features.get("request_tail") else "")
-    lm = (f", the mean hidden state of layer {features['lm_layer']} of {features['lm']} over the answer's first "
-          f"{features['lm_answer_tokens']} tokens with the request's last {features['lm_request_tokens']} in context "
-          "(its chat template)" if features.get("lm") else "")
+    lm_state = (f", the mean hidden state of layer {features['lm_layer']} of {features['lm']} over the answer's first "
+                f"{features['lm_answer_tokens']} tokens" if features.get("lm") else "")
+    lm = (f"{lm_state} with the request's last {features['lm_request_tokens']} in context (its chat template)"
+          if lm_state else "")
     if features.get("focus"):
         opening = "the same embedding of the answer's opening, " if features.get("whole_opening", True) else ""
         return (f"[{request}; read from the answer's first paragraph that is not a "
                 f"refusal: {answer}, the product of both static embeddings, the TF-IDF{in_context}{lm}; {opening}a "
                 "flag 'refused, then went on', two refusal-phrase flags, the text logit]")
     if not features.get("request", True):
-        alone = (f", the mean hidden state of layer {features['lm_layer']} of {features['lm']} over the answer's first "
-                 f"{features['lm_answer_tokens']} tokens (an empty user turn of its chat template)"
-                 if features.get("lm") else "")
+        alone = f"{lm_state} (an empty user turn of its chat template)" if lm_state else ""
         return f"[{answer}{in_context}{alone}, two refusal-phrase flags, the text logit] (the request is not read)"
     return (f"[{request}, {answer}, the product of both static embeddings"
             f"{in_context}, two refusal-phrase flags, the text logit]")
