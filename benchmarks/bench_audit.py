@@ -21,8 +21,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from safepref.audit import AuditConfig, audit_pairs  # noqa: E402
-from safepref.data import load_dataset  # noqa: E402
-from safepref.models import load_embedder  # noqa: E402
+from safepref.core.datasets import load_dataset  # noqa: E402
+from safepref.models.loading import load_embedder  # noqa: E402
 
 N_PAIRS = 2000
 TARGET_SECONDS = 45.0

@@ -13,7 +13,7 @@ defaults: CPU settings (``bf16=False, use_cpu=True``, ``report_to="none"``), TRL
 ``precompute_ref_log_probs=True`` (one reference pass before training instead of a frozen copy's forward pass at
 every step) and gradient checkpointing off (TRL's default turns it on; a 135M model on a CPU has the memory to skip
 the recomputation). safepref runs the same trainer with its reference log-probs stored per answer
-(``safepref.ref_logps``: the three recipes hold 3N distinct answers, TRL computes 6N) and length-grouped batches;
+(``safepref.training.ref_logps``: the three recipes hold 3N distinct answers, TRL computes 6N) and length-grouped batches;
 its store starts empty, so the first recipe computes every answer it has.
 
 Time counts each whole call (model load, tokenization, reference pass, training, saving). Target: the three
@@ -50,7 +50,7 @@ def short(text: str) -> str:
 
 def write_recipes(folder: Path) -> dict[str, Path]:
     """Three recipes over the same prompts, sharing answers: A over B, C over B, C over A."""
-    from safepref.data import load_dataset
+    from safepref.core.datasets import load_dataset
 
     triples = []
     for pair in load_dataset("saferlhf"):
@@ -94,7 +94,7 @@ def run_plain_trl(model_dir: Path, pairs_path: Path, out: Path) -> tuple[float, 
 def run_safepref(model_dir: Path, pairs_path: Path, out: Path):
     from trl import DPOConfig
 
-    from safepref.train import DPOTrainingConfig, train_dpo
+    from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
     # the anchor's hyperparameters, so both runs train the same way
     defaults = DPOConfig(output_dir=str(out), bf16=False, use_cpu=True)
@@ -112,7 +112,7 @@ def run_safepref(model_dir: Path, pairs_path: Path, out: Path):
 def main() -> int:
     import torch
 
-    from safepref.models import DEFAULT_TARGET, prepare_model
+    from safepref.models.loading import DEFAULT_TARGET, prepare_model
 
     model_dir = prepare_model(DEFAULT_TARGET)
     results = []

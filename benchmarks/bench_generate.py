@@ -3,7 +3,7 @@
 Anchor (the strongest configuration a user would otherwise write): transformers ``generate`` on length-sorted
 batches of the same number of rows as safepref's batch (``batch_size // 5`` prompts x ``num_return_sequences=5``).
 Second line: the paper's official loop (batches of 4 prompts in file order). Candidate: safepref's
-``generate_responses`` with its defaults (continuous batching on the CPU, see ``safepref/decode.py``). All sample 5
+``generate_responses`` with its defaults (continuous batching on the CPU, see ``safepref/generation/decode.py``). All sample 5
 answers of up to 128 new tokens for the same SafeRLHF prompts with SmolLM2-135M-Instruct, the chat template applied
 and the paper's sampling settings. Speed counts real tokens (up to and including the first end-of-sequence), never
 padded steps. Model loading is excluded; every contender gets a one-prompt warm-up, and with ``--repeats 2`` the
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from safepref import models
-from safepref.data import saferlhf_prompts
-from safepref.generate import GenerationConfig, generate_responses, render_prompt
+from safepref.core.datasets import saferlhf_prompts
+from safepref.generation.generate import GenerationConfig, generate_responses, render_prompt
+from safepref.models import loading as models
 
 MODEL = "smollm2-135m-instruct"
 TARGET_VS_GENERATE, TARGET_VS_OFFICIAL = 1.5, 2.0
@@ -59,7 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=24, help="SafeRLHF prompts answered by each contender")
     parser.add_argument("--repeats", type=int, default=1, help="rounds; the second runs in reverse order")
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (safepref.device)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (safepref.core.device)")
     parser.add_argument("--engine", default="auto", help="safepref's engine: auto, decoder, generate, generate-static")
     args = parser.parse_args()
 

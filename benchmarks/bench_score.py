@@ -16,9 +16,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from safepref.data import load_dataset  # noqa: E402
-from safepref.reward_model import EMBEDDING_RM, SAFETY_RM, load_reward_model  # noqa: E402
-from safepref.score import score_responses  # noqa: E402
+from safepref.core.datasets import load_dataset  # noqa: E402
+from safepref.scoring.reward_model import EMBEDDING_RM, SAFETY_RM, load_reward_model  # noqa: E402
+from safepref.scoring.score import score_responses  # noqa: E402
 
 
 def responses_per_second(responses, model) -> float:

@@ -15,12 +15,13 @@ import sys
 import numpy as np
 
 from safepref.audit import AuditConfig, compute_features, grouped_splits, out_of_fold_scores, resolve_pairs
-from safepref.io import fingerprint, read_pairs
+from safepref.core.io import read_pairs
+from safepref.core.keys import content_key
 
 
 def probe_accuracy(features: np.ndarray, pairs: list, ids: list[int]) -> float:
     rows = np.array([row for i in ids for row in (2 * i, 2 * i + 1)])
-    groups = np.repeat(np.asarray([fingerprint([m.model_dump() for m in pairs[i].prompt]) for i in ids]), 2)
+    groups = np.repeat(np.asarray([content_key([m.model_dump() for m in pairs[i].prompt]) for i in ids]), 2)
     labels = np.tile([1, 0], len(ids))
     scores = out_of_fold_scores(features[rows], labels, grouped_splits(groups, 5, 0))
     return float(((scores > 0).astype(int) == labels).mean())

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from safepref import models
-from safepref.data import saferlhf_prompts
-from safepref.device import peak_memory_mib
-from safepref.generate import GenerationConfig, choose_engine, generate_responses, render_prompt
+from safepref.core.datasets import saferlhf_prompts
+from safepref.core.device import peak_memory_mib
+from safepref.generation.generate import GenerationConfig, choose_engine, generate_responses, render_prompt
+from safepref.models import loading as models
 
 PLAIN = "plain model.generate (warmed)"
 STAGES = ("generate", "eval-safety", "audit", "score", "embed", "train", "eval-general")
@@ -202,7 +202,7 @@ def _stage_tokens(prompts, lm: str, work: Path, config: GenerationConfig) -> int
 
 
 def _eval_safety(args, lm: str, model, device, work: Path, record, unit: str) -> None:
-    from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
+    from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
 
     config = SafetyEvalConfig(limit=args.prompts, judges=["keyword"], max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype)
@@ -213,7 +213,7 @@ def _eval_safety(args, lm: str, model, device, work: Path, record, unit: str) ->
 
 def _audit(args, lm: str, model, device, work: Path, record, unit: str) -> None:
     from safepref.audit import hidden_state_features
-    from safepref.records import Message
+    from safepref.core.records import Message
 
     items = [([Message(role="user", content=p.text)], p.text[::-1]) for p in saferlhf_prompts()[:args.prompts * 8]]
     with reusing(model):  # the stage's own batch size for the device (None)
@@ -223,7 +223,7 @@ def _audit(args, lm: str, model, device, work: Path, record, unit: str) -> None:
 
 
 def _score(args, lm: str, model, device, work: Path, record, unit: str) -> None:
-    from safepref.reward_model import load_reward_model
+    from safepref.scoring.reward_model import load_reward_model
 
     scorer = load_reward_model(str(Path(lm).parent / "rm"), batch_size=16, max_length=256, device=args.device,
                                dtype=args.dtype)
@@ -243,7 +243,7 @@ def _embed(args, lm: str, model, device, work: Path, record, unit: str) -> None:
 
 
 def _train(args, lm: str, model, device, work: Path, record, unit: str) -> None:
-    from safepref.train import DPOTrainingConfig, train_dpo
+    from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
     pairs = work / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": p.text, "chosen": "I can't help with that.",
@@ -255,7 +255,7 @@ def _train(args, lm: str, model, device, work: Path, record, unit: str) -> None:
 
 
 def _eval_general(args, lm: str, model, device, work: Path, record, unit: str) -> None:
-    from safepref.eval_general import evaluate_general, make_config
+    from safepref.evaluation.general import evaluate_general, make_config
 
     config = make_config(tasks=("arc_easy",), limit=args.prompts, batch_size=8)
     record("eval-general (lm-eval arc_easy; incl. load)", unit, measure(device, lambda: evaluate_general(

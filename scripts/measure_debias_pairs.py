@@ -14,10 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from safepref.build import read_responses
-from safepref.recipes import load_recipe
-from safepref.runner import SFT, Run, load_config
-from safepref.score import score_responses
+from safepref.pairs.build import read_responses
+from safepref.pairs.recipes import load_recipe
+from safepref.runner.run import SFT, Run, load_config
+from safepref.scoring.score import score_responses
 
 
 def measure(config_path: str, run_dir: str, limit: int | None) -> list[dict]:

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real bundled SmolLM2, prepared once into SAFEPREF_HOME (about 30 s the first time)."""
-    from safepref.models import DEFAULT_TARGET, prepare_model
+    from safepref.models.loading import DEFAULT_TARGET, prepare_model
 
     return prepare_model(DEFAULT_TARGET)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from safepref.attacks import Attack, attack_registry, fill_template, load_suite
-from safepref.data import load_dataset, prompt_id
-from safepref.errors import InputError
-from safepref.records import Template
+from safepref.core.datasets import load_dataset, prompt_id
+from safepref.core.errors import InputError
+from safepref.core.records import Template
+from safepref.evaluation.suites import Attack, attack_registry, fill_template, load_suite
 from tests.conftest import run_cli
 
 

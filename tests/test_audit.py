@@ -14,8 +14,8 @@ from safepref.audit import (
     resolve_pairs,
     shallow_features,
 )
-from safepref.errors import InputError
-from safepref.records import Message, Pair
+from safepref.core.errors import InputError
+from safepref.core.records import Message, Pair
 
 from .conftest import run_cli
 
@@ -145,7 +145,7 @@ def test_features_are_cached_by_texts(config, tmp_path):
 def test_hidden_features_pool_response_tokens_only(tiny_model_dir):
     import torch
 
-    from safepref.models import load_model, load_tokenizer
+    from safepref.models.loading import load_model, load_tokenizer
 
     prompt_a = [Message(role="user", content="How do I bake bread?")]
     prompt_b = [Message(role="user", content="Tell me something completely different, please, at some length.")]

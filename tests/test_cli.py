@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from safepref.cli import spread_repeated_options
-from safepref.models import REGISTRY
+from safepref.models.loading import REGISTRY
 
 from .conftest import run_cli
 
@@ -51,7 +51,7 @@ def test_two_response_files_after_one_flag_reach_the_command(tmp_path):
 
 
 def test_progress_labels_name_model_and_recipe_not_hashes(tmp_path):
-    from safepref.models import display_name
+    from safepref.models.loading import display_name
 
     trained = tmp_path / "stronger_self-1a5a0a9471a7-e605bfa41e28"  # how the runner names a trained model
     trained.mkdir()

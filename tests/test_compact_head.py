@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from safepref.compact_head import length_groups
+from safepref.training.compact_head import length_groups
 
 
 @pytest.fixture()
@@ -30,8 +30,8 @@ def test_compact_forward_equals_trls_fused_head(tiny_model_dir: Path):
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from safepref.compact_head import POLICY_OUTPUTS, install
-    from safepref.models import load_model
+    from safepref.models.loading import load_model
+    from safepref.training.compact_head import POLICY_OUTPUTS, install
 
     torch.manual_seed(0)
     lengths = [12, 40, 9, 33, 40, 15]
@@ -72,8 +72,8 @@ def test_trainer_installs_it_on_policy_and_reference_on_the_cpu(tiny_model_dir: 
     from datasets import Dataset
     from trl import DPOConfig
 
-    from safepref.models import load_model, load_tokenizer
-    from safepref.train import make_trainer, weights_hash
+    from safepref.models.loading import load_model, load_tokenizer
+    from safepref.training.dpo import make_trainer, weights_hash
 
     rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
              "chosen": [{"role": "assistant", "content": "A long and careful answer. " * (i + 1)}],
@@ -87,3 +87,27 @@ def test_trainer_installs_it_on_policy_and_reference_on_the_cpu(tiny_model_dir: 
     assert trainer.model._safepref_compact_head and trainer.ref_model._safepref_compact_head
     result = trainer.train()
     assert math.isfinite(result.training_loss) and result.global_step == 1
+
+
+def test_the_pinned_trl_still_has_the_internals_the_compact_head_replaces():
+    """The compact forward stands in for TRL's fused head (trl.trainer.utils); a TRL upgrade that changes it must
+    fail here, by name, rather than silently train through TRL's slower path or crash mid-run."""
+    from safepref.training.compact_head import trl_internals_problem
+
+    problem = trl_internals_problem()
+    assert problem is None, f"the pinned TRL changed what safepref.training.compact_head relies on: {problem}"
+
+
+def test_a_changed_trl_output_is_reported_by_name(monkeypatch):
+    import dataclasses
+
+    from trl.trainer import utils
+
+    from safepref.training.compact_head import trl_internals_problem
+
+    @dataclasses.dataclass
+    class Narrower:
+        loss: float = 0.0
+
+    monkeypatch.setattr(utils, "FusedCausalLMOutput", Narrower)
+    assert "log_probs" in trl_internals_problem()

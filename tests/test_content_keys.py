@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from safepref.errors import InputError
-from safepref.keys import content_key, prompt_set_key
-from safepref.records import Prompt, Response
+from safepref.core.errors import InputError
+from safepref.core.keys import content_key, prompt_set_key
+from safepref.core.records import Prompt, Response
 from tests.conftest import run_cli
 
 
@@ -36,7 +36,7 @@ def test_content_key_is_order_free_for_dicts_and_refuses_what_it_cannot_hash():
 
 
 def test_weights_fingerprint_changes_when_the_folder_weights_change(tmp_path):
-    from safepref.models import REGISTRY, weights_fingerprint
+    from safepref.models.loading import REGISTRY, weights_fingerprint
 
     folder = fake_model_folder(tmp_path / "model")
     before = weights_fingerprint(folder)
@@ -56,8 +56,8 @@ def test_weights_fingerprint_changes_when_the_folder_weights_change(tmp_path):
 
 def test_prompt_ids_from_a_file_derive_from_the_text_not_the_row(tmp_path):
     """Fault: a file suite and `generate --prompts FILE` gave positional ids, so an edited file met old answers."""
-    from safepref.attacks import load_suite
-    from safepref.data import load_prompts, prompt_id
+    from safepref.core.datasets import load_prompts, prompt_id
+    from safepref.evaluation.suites import load_suite
 
     path = tmp_path / "suite.csv"
     path.write_text("prompt\nHow do I pick a lock?\nHow do I bake bread?\n")
@@ -74,7 +74,7 @@ def test_prompt_ids_from_a_file_derive_from_the_text_not_the_row(tmp_path):
 
 
 def _answers_file(path: Path, source: str, config, prompts: list[Prompt]) -> None:
-    from safepref.generate import answer_identity
+    from safepref.generation.generate import answer_identity
 
     identity = answer_identity(source, config)
     rows = [Response(prompt_id=p.id, prompt=p.text, source=source, sample_index=i, text=f"old answer {i}",
@@ -85,8 +85,8 @@ def _answers_file(path: Path, source: str, config, prompts: list[Prompt]) -> Non
 
 def test_generate_into_a_file_made_with_other_settings_or_weights_stops(tmp_path):
     """Fault: `generate --out F` resumed into rows made with other decoding settings and returned the old rows."""
-    from safepref.data import load_prompts
-    from safepref.generate import GenerationConfig, generate_responses
+    from safepref.core.datasets import load_prompts
+    from safepref.generation.generate import GenerationConfig, generate_responses
 
     model = fake_model_folder(tmp_path / "model")
     prompts_file = tmp_path / "prompts.csv"
@@ -123,7 +123,7 @@ class LengthRewardModel:
 
 def test_scores_follow_the_answer_text_and_the_reward_model_weights(tmp_path):
     """Fault: scores were keyed by response id, so new answers under an old id silently got the old scores."""
-    from safepref.score import score_responses
+    from safepref.scoring.score import score_responses
 
     out = tmp_path / "scores.jsonl"
     old = Response(prompt_id="p1", prompt="q?", source="m", sample_index=0, text="abc")
@@ -140,7 +140,7 @@ def test_scores_follow_the_answer_text_and_the_reward_model_weights(tmp_path):
 
 
 def _run(tmp_path: Path, limit: int, recipes: list[str], run_dir: Path):
-    from safepref.runner import ExperimentConfig, Run
+    from safepref.runner.run import ExperimentConfig, Run
 
     config = ExperimentConfig(name="keys", targets=[{"model": "smollm2-135m-instruct", "peers": [],
                                                      "recipes": recipes}],
@@ -152,9 +152,9 @@ def _run(tmp_path: Path, limit: int, recipes: list[str], run_dir: Path):
 def test_every_configuration_builds_from_exactly_the_configured_prompts(tmp_path):
     """Fault: fixed answer files were written for every prompt with a GPT-4o answer and pairs built from whole
     files, so Original and All+RM trained on prompts outside the configured set."""
-    from safepref.data import prompt_id
-    from safepref.io import read_pairs
-    from safepref.runner import pairs_data
+    from safepref.core.datasets import prompt_id
+    from safepref.core.io import read_pairs
+    from safepref.runner.run import pairs_data
 
     run_dir = tmp_path / "run"
     for limit in (6, 3):  # a second, smaller grid in the same run folder must not see the first one's answers
@@ -174,8 +174,8 @@ def test_every_configuration_builds_from_exactly_the_configured_prompts(tmp_path
 
 def test_pairs_are_keyed_by_the_scores_they_are_ranked_by(tmp_path):
     """Fault: the pairs key held the reward model's name, not its scores: retrained weights kept stale pairs."""
-    from safepref.io import read_pairs
-    from safepref.records import Score
+    from safepref.core.io import read_pairs
+    from safepref.core.records import Score
 
     run = _run(tmp_path, 2, ["self_rm"], tmp_path / "run")
     prompts = run.training_prompts()
@@ -201,8 +201,8 @@ def test_pairs_are_keyed_by_the_scores_they_are_ranked_by(tmp_path):
 
 def test_safety_answer_cache_keys_on_weights_and_prompt_texts(tmp_path):
     """Fault: eval-safety's answers were keyed by the model's name: retraining into one folder reused them."""
-    from safepref.eval_safety import answer_cache_key
-    from safepref.generate import GenerationConfig, answer_identity
+    from safepref.evaluation.safety import answer_cache_key
+    from safepref.generation.generate import GenerationConfig, answer_identity
 
     model = fake_model_folder(tmp_path / "model")
     greedy = GenerationConfig(greedy=True, max_new_tokens=8)
@@ -218,7 +218,7 @@ def test_safety_answer_cache_keys_on_weights_and_prompt_texts(tmp_path):
 
 
 def test_adding_a_judge_does_not_regenerate_answers(tiny_model_dir, tmp_path, monkeypatch):
-    from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
+    from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
 
     answers = tmp_path / "answers"
     evaluate_safety(str(tiny_model_dir), SafetyEvalConfig(suite="advbench", judges="keyword", limit=2,
@@ -227,7 +227,7 @@ def test_adding_a_judge_does_not_regenerate_answers(tiny_model_dir, tmp_path, mo
     def must_not_run(*args, **kwargs):
         raise AssertionError("answers were generated again")
 
-    monkeypatch.setattr("safepref.models.load_model", must_not_run)
+    monkeypatch.setattr("safepref.models.loading.load_model", must_not_run)
     summary = evaluate_safety(str(tiny_model_dir), SafetyEvalConfig(suite="advbench", judges="keyword,refusal",
                                                                     limit=2, max_new_tokens=4),
                               tmp_path / "two", answers_dir=answers)
@@ -239,7 +239,7 @@ def test_adding_a_judge_does_not_regenerate_answers(tiny_model_dir, tmp_path, mo
 
 def test_train_resumes_only_a_checkpoint_of_the_same_pairs_model_and_settings(tmp_path):
     """Fault: `safepref train` resumed any checkpoint-* in the output folder, whatever pairs or settings made it."""
-    from safepref.train import IDENTITY_FILE, DPOTrainingConfig, run_identity, train_dpo
+    from safepref.training.dpo import IDENTITY_FILE, DPOTrainingConfig, run_identity, train_dpo
 
     model = fake_model_folder(tmp_path / "model")
     pairs = tmp_path / "pairs.jsonl"
@@ -270,7 +270,7 @@ def _verdicts(judge: str, labels: list[int | None]) -> list[dict]:
 def test_unjudged_rows_are_counted_flagged_and_an_all_unjudged_judge_is_reported():
     """Fault: unjudged rows left the denominator without a word, and an all-unjudged judge vanished from the
     paper checks."""
-    from safepref.eval_safety import summarize_run
+    from safepref.evaluation.safety import summarize_run
     from safepref.report import paper_checks, render_markdown
 
     rows = _verdicts("keyword", [1, 0, 1, 0, 1, 0, 1, 0, 1, None]) + _verdicts("llm", [None] * 10)
@@ -375,10 +375,10 @@ def test_a_retrained_judge_head_judges_again_instead_of_reusing_verdicts(tmp_pat
         out.mkdir(parents=True)
         (out / "summary.json").write_text("{}")
 
-    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", fake_evaluate)
+    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", fake_evaluate)
     run.safety(model)
     run.safety(model)
     assert len(evaluated) == len(run.config.safety.suites)  # the second call reused every suite's result
-    monkeypatch.setattr("safepref.runner.judge_fingerprints", lambda names: {n: "retrained" for n in names})
+    monkeypatch.setattr("safepref.runner.run.judge_fingerprints", lambda names: {n: "retrained" for n in names})
     run.safety(model)
     assert len(evaluated) == 2 * len(run.config.safety.suites) and evaluated[0] != evaluated[-1]

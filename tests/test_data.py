@@ -1,8 +1,8 @@
 import pytest
 
-from safepref.data import REGISTRY, load_dataset, prompt_id, saferlhf_prompts
-from safepref.errors import InputError
-from safepref.records import LabelledResponse, Pair, Prompt, Response, Template
+from safepref.core.datasets import REGISTRY, load_dataset, prompt_id, saferlhf_prompts
+from safepref.core.errors import InputError
+from safepref.core.records import LabelledResponse, Pair, Prompt, Response, Template
 
 from .conftest import run_cli
 
@@ -55,7 +55,7 @@ def test_data_list_prints_rows_and_license():
 
 
 def test_get_unknown_raises_input_error():
-    from safepref.data import get_dataset
+    from safepref.core.datasets import get_dataset
 
     with pytest.raises(InputError):
         get_dataset("x")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from safepref.audit import cue_descriptions
-from safepref.debias import DebiasConfig, choose_drops, debias_pairs, rewrite_log_path, summary_path
-from safepref.errors import InputError
-from safepref.io import read_pairs
-from safepref.records import Message, Pair, Side
+from safepref.core.errors import InputError
+from safepref.core.io import read_pairs
+from safepref.core.records import Message, Pair, Side
+from safepref.pairs.debias import DebiasConfig, choose_drops, debias_pairs, rewrite_log_path, summary_path
 from tests.conftest import run_cli
 
 TOPICS = ["locks", "medicine", "chemistry", "cars", "money", "computers", "weapons", "drugs", "travel", "pets",
@@ -82,7 +82,7 @@ def _tiny_rewrite_pairs(target: str) -> list[Pair]:
 
 def test_rewrite_keeps_the_original_and_resumes_after_an_interruption(tiny_model_dir: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch):
-    import safepref.generate as generate
+    import safepref.generation.generate as generate
 
     target = str(tiny_model_dir)
     pairs = _tiny_rewrite_pairs(target)
@@ -164,7 +164,7 @@ def test_cli_filter_on_a_bundled_pair_set(tmp_path: Path, home: Path):
 
 
 def test_wpo_weighting_and_ld_alpha_reach_trl(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import safepref.train as train
+    import safepref.training.dpo as train
     from tests.test_train import write_pairs
 
     monkeypatch.setenv("SAFEPREF_HOME", str(tmp_path / "home"))
@@ -190,7 +190,7 @@ def test_wpo_weighting_and_ld_alpha_reach_trl(tiny_model_dir: Path, tmp_path: Pa
 
 
 def test_recipe_variants_inherit_their_base_and_bad_ones_are_refused(tmp_path: Path):
-    from safepref.recipes import load_recipe
+    from safepref.pairs.recipes import load_recipe
 
     variant, base = load_recipe("gpt4o_self_rewrite"), load_recipe("gpt4o_self")
     assert variant.base == "gpt4o_self" and variant.chosen == base.chosen and variant.rejected == base.rejected

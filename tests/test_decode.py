@@ -10,7 +10,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from safepref.decode import SPARE_COLUMNS, GrowingLayer, SamplingSettings, top_k_top_p
+from safepref.generation.decode import SPARE_COLUMNS, GrowingLayer, SamplingSettings, top_k_top_p
 
 
 def settings(**overrides) -> SamplingSettings:

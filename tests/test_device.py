@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from safepref import device as policy
-from safepref.errors import InputError
-from safepref.generate import GenerationConfig, choose_engine, generate_responses
-from safepref.records import Prompt
+from safepref.core import device as policy
+from safepref.core.errors import InputError
+from safepref.core.records import Prompt
+from safepref.generation.generate import GenerationConfig, choose_engine, generate_responses
 
 
 def _prompts(n: int) -> list[Prompt]:
@@ -79,8 +79,7 @@ def test_dtype_policy_follows_measurement_and_size(fake_cuda):
 
 
 def test_model_placement_counts_parameters_only_for_auto_on_cuda(tiny_model_dir, fake_cuda, monkeypatch):
-    from safepref import models
-
+    from safepref.models import loading as models
     counted = []
     real_count = models.parameter_count
     monkeypatch.setattr(models, "parameter_count", lambda path: counted.append(path) or real_count(path))
@@ -93,7 +92,7 @@ def test_model_placement_counts_parameters_only_for_auto_on_cuda(tiny_model_dir,
 
 
 def test_load_model_honours_a_dtype_name_and_stays_on_the_cpu(tiny_model_dir):
-    from safepref.models import load_model
+    from safepref.models.loading import load_model
 
     model = load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16 and model.device == torch.device("cpu")
@@ -104,7 +103,7 @@ def test_load_model_honours_a_dtype_name_and_stays_on_the_cpu(tiny_model_dir):
 
 
 class _DecoderTensorFactories(TorchFunctionMode):
-    """Records the ``device`` argument of every tensor factory called from safepref/decode.py."""
+    """Records the ``device`` argument of every tensor factory called from safepref/generation/decode.py."""
 
     FACTORIES = {torch.tensor, torch.arange, torch.zeros, torch.ones, torch.full, torch.empty}
 
@@ -122,8 +121,8 @@ class _DecoderTensorFactories(TorchFunctionMode):
 @pytest.mark.parametrize("greedy", [True, False])
 def test_decoder_creates_every_tensor_and_generator_on_the_models_device(tiny_model_dir, monkeypatch, greedy):
     """The bug seen on an H100 ("index is on cpu"): tensors built without the model's device."""
-    from safepref import decode
-    from safepref.models import load_model, load_tokenizer
+    from safepref.generation import decode
+    from safepref.models.loading import load_model, load_tokenizer
 
     model, tokenizer = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     generator_devices = []
@@ -199,8 +198,7 @@ def fake_vllm(monkeypatch, tiny_model_dir):
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = LLM, SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", module)
-    from safepref import generate
-
+    from safepref.generation import generate
     monkeypatch.setattr(generate, "_VLLM_ENGINES", {})
     return calls
 
@@ -228,7 +226,7 @@ def test_vllm_greedy_turns_every_filter_off_and_reuses_one_engine(fake_vllm, tin
 
 
 def test_eval_safety_answers_through_vllm_when_asked(fake_vllm, tiny_model_dir, tmp_path):
-    from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
+    from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
 
     config = SafetyEvalConfig(limit=3, judges=["keyword"], max_new_tokens=8, backend="vllm", device="cpu")
     summary = evaluate_safety(str(tiny_model_dir), config, tmp_path / "safety")
@@ -253,8 +251,8 @@ def _run_config(tmp_path: Path, model: str, **training) -> Path:
 
 
 def test_launcher_decision_and_settings_validation(tmp_path, tiny_model_dir):
-    from safepref.launch import LaunchSettings
-    from safepref.runner import load_config
+    from safepref.runner.run import load_config
+    from safepref.training.launch import LaunchSettings
 
     auto = LaunchSettings()
     assert not auto.uses_accelerate(0) and not auto.uses_accelerate(1) and auto.uses_accelerate(2)
@@ -271,8 +269,8 @@ def test_runner_launches_accelerate_with_every_setting_when_several_gpus_are_vis
                                                                                      monkeypatch):
     import subprocess
 
-    from safepref import launch
-    from safepref.runner import Run, load_config
+    from safepref.runner.run import Run, load_config
+    from safepref.training import launch
 
     config = load_config(_run_config(tmp_path, str(tiny_model_dir), lora_dropout=0.05, logging_steps=3))
     launched = []
@@ -284,8 +282,8 @@ def test_runner_launches_accelerate_with_every_setting_when_several_gpus_are_vis
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(launch.subprocess, "run", fake_accelerate)
-    monkeypatch.setattr("safepref.device.visible_gpus", lambda: 4)
-    monkeypatch.setattr("safepref.train.train_dpo", lambda *a, **k: pytest.fail("trained in-process"))
+    monkeypatch.setattr("safepref.core.device.visible_gpus", lambda: 4)
+    monkeypatch.setattr("safepref.training.dpo.train_dpo", lambda *a, **k: pytest.fail("trained in-process"))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     result = Run(config, tmp_path / "run").train(config.targets[0], pairs)
@@ -301,8 +299,8 @@ def test_runner_launches_accelerate_with_every_setting_when_several_gpus_are_vis
 
 
 def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tmp_path, tiny_model_dir, monkeypatch):
-    from safepref.launch import LaunchSettings
-    from safepref.runner import Run, load_config
+    from safepref.runner.run import Run, load_config
+    from safepref.training.launch import LaunchSettings
 
     config = load_config(_run_config(tmp_path, str(tiny_model_dir)))
     trained = []
@@ -312,13 +310,13 @@ def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tm
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "train_summary.json").write_text(json.dumps({"final_loss": 0.6, "steps": 1}))
 
-    monkeypatch.setattr("safepref.device.visible_gpus", lambda: 1)
-    monkeypatch.setattr("safepref.train.train_dpo", fake_train)
+    monkeypatch.setattr("safepref.core.device.visible_gpus", lambda: 1)
+    monkeypatch.setattr("safepref.training.dpo.train_dpo", fake_train)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     Run(config, tmp_path / "run").train(config.targets[0], pairs)
     assert trained == ["auto"]
-    monkeypatch.setattr("safepref.launch.importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("safepref.training.launch.importlib.util.find_spec", lambda name: None)
     with pytest.raises(InputError, match="DeepSpeed"):
         LaunchSettings(launcher="accelerate").config_file(lora=False)
 
@@ -337,7 +335,7 @@ def test_train_command_reads_its_settings_from_a_json_file(tmp_path):
 
 
 def test_run_config_device_and_dtype_are_checked(tmp_path, tiny_model_dir):
-    from safepref.runner import load_config
+    from safepref.runner.run import load_config
 
     path = tmp_path / "grid.yaml"
     base = {"name": "t", "targets": [{"model": str(tiny_model_dir)}], "recipes": ["sft"]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from safepref.answer_quality import (
+from safepref.evaluation.answer_quality import (
     answer_quality,
     collapse_reasons,
     distinct_2,
@@ -15,10 +15,10 @@ from safepref.answer_quality import (
     restatement_overlap,
     restates,
 )
-from safepref.attacks import load_suite
-from safepref.eval_benign import BenignEvalConfig, benign_prompts, evaluate_benign, win_rate
-from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
-from safepref.report_benign import add_collapse_check, collapsed_configurations
+from safepref.evaluation.benign import BenignEvalConfig, benign_prompts, evaluate_benign, win_rate
+from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
+from safepref.evaluation.suites import load_suite
+from safepref.report.benign import add_collapse_check, collapsed_configurations
 from tests.conftest import run_cli
 
 HEADLINE = {"n", "refusal_rate", "refusal_rate_ci", "win_rate_vs_reference", "win_rate_ci", "mean_reward",
@@ -103,7 +103,7 @@ def test_cli_json_caches_answers_and_reuses_eval_safety_answers(tiny_model_dir, 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached answer was generated again")
 
-    monkeypatch.setattr("safepref.models.load_model", must_not_run)
+    monkeypatch.setattr("safepref.models.loading.load_model", must_not_run)
     again = evaluate_benign(str(tiny_model_dir), BenignEvalConfig(limit=4, max_new_tokens=6), tmp_path / "benign",
                             safety_dirs=[safety_dir])
     assert {k: again[k] for k in HEADLINE} == {k: summary[k] for k in HEADLINE}

@@ -3,10 +3,10 @@ from statistics import fmean
 
 import pytest
 
-from safepref import eval_general
-from safepref.data import load_dataset
-from safepref.errors import InputError
-from safepref.eval_general import DEFAULT_TASKS, evaluate_general, make_config
+from safepref.core.datasets import load_dataset
+from safepref.core.errors import InputError
+from safepref.evaluation import general as eval_general
+from safepref.evaluation.general import DEFAULT_TASKS, evaluate_general, make_config
 
 from .conftest import run_cli
 
@@ -157,7 +157,7 @@ def test_mmlu_limit_spans_subjects_and_shots_come_from_the_same_subject():
 
 @pytest.mark.integration
 def test_real_smollm2_on_arc_easy_scores_above_chance(smollm2_dir, tmp_path):
-    from safepref.stats import wilson_interval
+    from safepref.core.stats import wilson_interval
 
     record = evaluate_general("smollm2-135m-instruct", make_config(tasks=("arc_easy",), limit=100), tmp_path)
     arc = record["tasks"]["arc_easy"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
+from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
 from tests.conftest import run_cli
 
 
@@ -49,8 +49,8 @@ def test_eval_safety_xstest_over_refusal(tiny_model_dir, tmp_path):
     assert refusal["over_refusal"]["n"] == 4  # XSTest's first prompts are safe ones
     assert refusal["refusal_unsafe"]["n"] == 0
     # judge the written answers ourselves: the over-refusal rate is the refusal judge's share of refused answers
+    from safepref.core.stats import wilson_interval
     from safepref.judges import JudgeInput, get_judge
-    from safepref.stats import wilson_interval
 
     [answers_file] = (tmp_path / "run").glob("responses-*.jsonl")
     answers = read_jsonl(answers_file)

@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 
-from safepref.data import load_prompts, saferlhf_prompts
-from safepref.errors import InputError
-from safepref.generate import GenerationConfig, generate_responses
-from safepref.records import Prompt
+from safepref.core.datasets import load_prompts, saferlhf_prompts
+from safepref.core.errors import InputError
+from safepref.core.records import Prompt
+from safepref.generation.generate import GenerationConfig, generate_responses
 from tests.chat_server import chat_server  # noqa: F401 - pytest fixture
 
 from .conftest import run_cli, run_cli_killed_after
@@ -38,7 +38,7 @@ def test_rerun_reuses_rows_without_generating(tiny_model_dir, tmp_path, monkeypa
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded although every row was cached")
 
-    monkeypatch.setattr("safepref.models.load_model", must_not_load)
+    monkeypatch.setattr("safepref.models.loading.load_model", must_not_load)
     again = generate_responses(_prompts(3), str(tiny_model_dir), out, config)
     assert [r.text for r in again] == [r.text for r in first]
 
@@ -56,7 +56,7 @@ def test_a_moved_model_folder_reuses_its_answers_and_writes_none_twice(tiny_mode
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded although its answers were in the file")
 
-    monkeypatch.setattr("safepref.models.load_model", must_not_load)
+    monkeypatch.setattr("safepref.models.loading.load_model", must_not_load)
     again = generate_responses(_prompts(3), str(moved), out, config)
     assert [r.text for r in again] == [r.text for r in first]
     assert {r.source for r in again} == {str(moved)}  # named as asked, so downstream keys follow this call
@@ -90,7 +90,7 @@ def test_kill_and_resume_writes_every_key_exactly_once(tiny_model_dir, tmp_path)
                                     for i in range(20)))
     args = ["generate", "--source", str(tiny_model_dir), "--prompts", str(prompts_file), "--out", str(out),
             "--samples", "2", "--batch-size", "2", "--max-new-tokens", "8"]
-    killed = run_cli_killed_after("safepref.io:AppendLog.append", 5, *args)  # 5 prompts' rows written, then SIGKILL
+    killed = run_cli_killed_after("safepref.core.io:AppendLog.append", 5, *args)  # 5 prompts' rows written, then SIGKILL
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(out.read_bytes().splitlines()) == 5 * 2
     result = run_cli(*args)
@@ -100,7 +100,7 @@ def test_kill_and_resume_writes_every_key_exactly_once(tiny_model_dir, tmp_path)
 
 
 def test_base_model_uses_completion_prompt_and_stops(tiny_model_dir):
-    from safepref.generate import _cut_at_stops, render_prompt
+    from safepref.generation.generate import _cut_at_stops, render_prompt
 
     assert render_prompt(None, "Why?", chat=False) == "Question: Why?\nAnswer:"
     assert _cut_at_stops(" Because.\nQuestion: And?\nAnswer: no", ("\nQuestion:",)) == "Because."
@@ -159,8 +159,8 @@ def _hf_greedy_texts(model_dir, prompts, max_new_tokens):
     """Reference answers: transformers' own generate, greedy, one prompt at a time."""
     import torch
 
-    from safepref import models
-    from safepref.generate import render_prompt
+    from safepref.generation.generate import render_prompt
+    from safepref.models import loading as models
 
     tokenizer, model = models.load_tokenizer(str(model_dir)), models.load_model(str(model_dir))
     texts = {}
@@ -197,9 +197,9 @@ def test_rows_leaving_and_joining_mid_batch_keep_greedy_answers_exact(tiny_model
     """Stop on a token the model does draw, so rows end at different steps and waiting prompts fill their slots."""
     import torch
 
-    from safepref import models
-    from safepref.decode import DecodeRequest, decode
-    from safepref.generate import GenerationConfig
+    from safepref.generation.decode import DecodeRequest, decode
+    from safepref.generation.generate import GenerationConfig
+    from safepref.models import loading as models
 
     tokenizer, model = models.load_tokenizer(str(tiny_model_dir)), models.load_model(str(tiny_model_dir))
     prompt_ids = [tokenizer("Tell me " + "more and " * i + f"about {i}.")["input_ids"] for i in range(6)]

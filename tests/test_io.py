@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from safepref.errors import InputError
-from safepref.io import AppendLog, iter_csv, iter_jsonl, read_pairs, read_records, write_jsonl_atomic
-from safepref.records import Response
+from safepref.core.errors import InputError
+from safepref.core.io import AppendLog, iter_csv, iter_jsonl, read_pairs, read_records, write_jsonl_atomic
+from safepref.core.records import Response
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from safepref.errors import InputError
+from safepref.core.errors import InputError
+from safepref.core.records import Verdict
+from safepref.core.stats import difference_interval, wilson_interval
 from safepref.judges import JudgeInput, get_judge, run_judge, summarize_verdicts
 from safepref.judges.keyword import keyword_phrases
 from safepref.judges.llm import LLMJudge, LLMJudgeConfig, parse_score
-from safepref.records import Verdict
-from safepref.stats import difference_interval, wilson_interval
 from tests.chat_server import chat_server  # noqa: F401 - pytest fixture
 from tests.conftest import run_cli
 

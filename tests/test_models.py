@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
-from safepref import models
-from safepref.errors import InputError
+from safepref.core.errors import InputError
+from safepref.models import loading as models
 
 from .conftest import run_cli
 

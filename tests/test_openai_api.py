@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from safepref.errors import InputError
-from safepref.openai_api import ChatEndpoint, EndpointError, parse_openai_source
+from safepref.core.errors import InputError
+from safepref.generation.openai_api import ChatEndpoint, EndpointError, parse_openai_source
 from tests.chat_server import chat_server  # noqa: F401 - pytest fixture
 
 SECRET = "sk-test-secret-never-logged-123"

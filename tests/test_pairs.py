@@ -7,13 +7,13 @@ import math
 
 import pytest
 
-from safepref.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path
-from safepref.data import load_dataset, prompt_id, saferlhf_prompts
-from safepref.errors import InputError
-from safepref.io import read_pairs, read_records, write_jsonl_atomic
-from safepref.recipes import load_recipe, recipe_names
-from safepref.records import Response, Score
-from safepref.score import score_responses
+from safepref.core.datasets import load_dataset, prompt_id, saferlhf_prompts
+from safepref.core.errors import InputError
+from safepref.core.io import read_pairs, read_records, write_jsonl_atomic
+from safepref.core.records import Response, Score
+from safepref.pairs.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path
+from safepref.pairs.recipes import load_recipe, recipe_names
+from safepref.scoring.score import score_responses
 from tests.conftest import run_cli
 
 TARGET = "smollm2-135m-instruct"
@@ -178,7 +178,7 @@ def test_dpo_trainer_accepts_a_built_file(workdir, tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from safepref.build import write_pairs
+    from safepref.pairs.build import write_pairs
 
     pairs, summary = build("gpt4o_self", workdir)
     out = write_pairs(pairs[:4], tmp_path / "gpt4o_self.jsonl", summary, [workdir / "responses.jsonl"])
@@ -219,7 +219,7 @@ def test_hf_sequence_classifier_scores_and_resumes(tmp_path, tiny_model_dir):
     assert [s.response_id for s in everything] == [r.id for r in responses]
     assert everything[:5] == first and len(out.read_text().splitlines()) == len(responses)
     assert len({round(s.score, 6) for s in everything}) > 1  # a real forward pass, not a constant
-    from safepref.reward_model import load_reward_model
+    from safepref.scoring.reward_model import load_reward_model
 
     batched = load_reward_model(str(chat_dir), batch_size=4).score([r.prompt for r in responses],
                                                                    [r.text for r in responses])
@@ -231,7 +231,7 @@ def test_hf_sequence_classifier_scores_and_resumes(tmp_path, tiny_model_dir):
 def test_embedding_cache_appends_shards_and_reads_the_old_single_file(tmp_path, monkeypatch):
     import numpy as np
 
-    from safepref.reward_model import EmbeddingCache
+    from safepref.scoring.reward_model import EmbeddingCache
 
     monkeypatch.setenv("SAFEPREF_HOME", str(tmp_path))
     legacy = tmp_path / "embeddings" / "mini.npz"  # the one file that earlier versions rewrote on every add
@@ -251,7 +251,7 @@ def test_embedding_cache_appends_shards_and_reads_the_old_single_file(tmp_path, 
 
 
 def test_bundled_embedding_reward_model_prefers_a_refusal_to_bomb_instructions():
-    from safepref.reward_model import evaluate_embedding_rm, load_reward_model
+    from safepref.scoring.reward_model import evaluate_embedding_rm, load_reward_model
 
     model = load_reward_model("minilm-bt")
     # measure the shipped weights on the held-out pairs now (not the number written when they were trained)

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from safepref.audit import AuditConfig, audit_pairs
-from safepref.errors import InputError
-from safepref.io import read_pairs
-from safepref.runner import load_config, run_experiment
+from safepref.core.errors import InputError
+from safepref.core.io import read_pairs
+from safepref.runner.run import load_config, run_experiment
 
 from .conftest import run_cli
 
@@ -120,11 +120,11 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.train.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", must_not_run)
-    monkeypatch.setattr("safepref.models.load_model", must_not_run)
+    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.models.loading.load_model", must_not_run)
     clock = iter(range(0, 10**6, 5))  # every cached step now seems to take 5 s: it must not replace the real timing
-    monkeypatch.setattr("safepref.runner.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("safepref.runner.run.time.perf_counter", lambda: next(clock))
     run_experiment(path, run_dir)
     rerun = json.loads((run_dir / "results.json").read_text())
     assert rerun["targets"] == results["targets"] and rerun["timings"] == results["timings"]
@@ -142,7 +142,7 @@ def test_report_renders_in_a_browser(request, tmp_path):
 
 
 def _row(label, group, asr, n=100, accuracy=None, final_loss=None):
-    from safepref.stats import wilson_interval
+    from safepref.core.stats import wilson_interval
 
     row = {"label": label, "group": group,
            "safety": [{"attack": "none", "judge": "classifier", "suite": "advbench", "n": n, "asr": asr,
@@ -225,7 +225,7 @@ def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
 
 def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_model_dir, other_tiny_model_dir,
                                                                 monkeypatch):
-    from safepref.io import read_pairs
+    from safepref.core.io import read_pairs
 
     target = {"model": str(tiny_model_dir), "stronger": str(other_tiny_model_dir), "peers": []}
     recipes = ["gpt4o_self", "gpt4o_self_rewrite", "gpt4o_self_wpo", "stronger_self", "stronger_self_filter"]
@@ -269,8 +269,8 @@ def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_m
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.debias.debias_pairs", must_not_run)
-    monkeypatch.setattr("safepref.train.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.eval_safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.pairs.debias.debias_pairs", must_not_run)
+    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
     run_experiment(path, run_dir)
     assert json.loads((run_dir / "results.json").read_text())["mitigations"] == results["mitigations"]

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from safepref.io import write_jsonl_atomic
-from safepref.records import Message, Pair, Response
-from safepref.stats import difference_interval, paired_difference_interval
+from safepref.core.io import write_jsonl_atomic
+from safepref.core.records import Message, Pair, Response
+from safepref.core.stats import difference_interval, paired_difference_interval
 from tests.conftest import run_cli
 
 REFUSALS = ["I'm sorry, but I can't help with that. It could hurt people.",
@@ -46,7 +46,7 @@ def test_paired_interval_contains_the_difference_and_uses_the_pairing():
 
 
 def test_pair_diagnostics_tell_the_safer_side_from_the_longer_one():
-    from safepref.pair_diagnostics import diagnostics_line, pair_diagnostics
+    from safepref.pairs.diagnostics import diagnostics_line, pair_diagnostics
 
     pairs = [_pair(n, REFUSALS[n % 3], HARMFUL[n % 3]) for n in range(24)]
     # harm judged by the keyword judge here (label 1 = no refusal phrase): instant, and unambiguous on these answers
@@ -70,7 +70,7 @@ def test_pair_diagnostics_tell_the_safer_side_from_the_longer_one():
 
 def test_build_json_and_audit_carry_the_diagnostics(tmp_path):
     from safepref.audit import AuditConfig, audit_pairs
-    from safepref.data import saferlhf_prompts
+    from safepref.core.datasets import saferlhf_prompts
     from safepref.report import pair_diagnostics_rows
 
     prompts = saferlhf_prompts()[:12]
@@ -93,7 +93,7 @@ def test_build_json_and_audit_carry_the_diagnostics(tmp_path):
     assert diagnostics["length"]["chosen"]["mean"] < diagnostics["length"]["rejected"]["mean"]
     assert json.loads((tmp_path / "pairs.summary.json").read_text())["diagnostics"] == diagnostics
 
-    from safepref.io import read_pairs
+    from safepref.core.io import read_pairs
 
     summary = audit_pairs(read_pairs(out), AuditConfig(features=["shallow"], folds=3, bootstrap=200), tmp_path / "a")
     written = json.loads((tmp_path / "a" / "audit.json").read_text())["pair_diagnostics"]
@@ -109,8 +109,8 @@ def test_build_json_and_audit_carry_the_diagnostics(tmp_path):
 @pytest.fixture
 def small_training(monkeypatch):
     """Shrink the training data (40 pairs per dataset, 300 harm labels) so a real fit takes seconds."""
-    import safepref.reward_model as reward_model
-    import safepref.safety_rm as safety_rm
+    import safepref.scoring.reward_model as reward_model
+    import safepref.scoring.safety_rm as safety_rm
 
     full_split, full_rows = reward_model.preference_split, safety_rm.harm_training_rows
 
@@ -118,6 +118,7 @@ def small_training(monkeypatch):
         return {name: (train[:40], held_out[:20]) for name, (train, held_out) in full_split(config).items()}
 
     monkeypatch.setattr(reward_model, "preference_split", small_split)
+    monkeypatch.setattr(safety_rm, "preference_split", small_split)
     monkeypatch.setattr(safety_rm, "harm_training_rows", lambda exclude: full_rows(exclude)[:300])
 
 
@@ -125,7 +126,7 @@ def test_training_writes_where_the_user_says_never_into_the_package(tmp_path, mo
     from typer.testing import CliRunner
 
     from safepref.cli import app
-    from safepref.reward_model import REWARD_MODELS_DIR, load_reward_model
+    from safepref.scoring.reward_model import REWARD_MODELS_DIR, load_reward_model
 
     monkeypatch.setenv("SAFEPREF_HOME", str(tmp_path / "home"))
     bundled = sorted(p.name for p in REWARD_MODELS_DIR.iterdir())
@@ -160,7 +161,7 @@ def test_reward_model_commands_reject_bad_input(tmp_path):
 
 
 def test_harm_labels_leave_out_the_held_out_prompts():
-    from safepref.safety_rm import harm_training_rows
+    from safepref.scoring.safety_rm import harm_training_rows
 
     everything = harm_training_rows(set())
     assert len(everything) == 4000 and {label for _, _, label in everything} == {0, 1}
@@ -170,7 +171,7 @@ def test_harm_labels_leave_out_the_held_out_prompts():
 
 @pytest.mark.integration
 def test_default_reward_model_is_measured_and_prefers_a_refusal_to_bomb_instructions():
-    from safepref.reward_model import DEFAULT_REWARD_MODEL, load_reward_model
+    from safepref.scoring.reward_model import DEFAULT_REWARD_MODEL, load_reward_model
 
     model = load_reward_model(DEFAULT_REWARD_MODEL)  # trained and cached on first use (minutes)
     assert model.metrics["by_dataset"]["hh-harmless"]["n"] > 400 and model.metrics["overall"]["rate"] > 0.55

@@ -38,8 +38,8 @@ def read_dynamics(out: Path) -> list[dict]:
 
 
 def test_dpo_learns_easy_pairs_caches_reference_and_generates(tiny_model_dir: Path, tmp_path: Path, home: Path):
-    from safepref.models import load_model, load_tokenizer
-    from safepref.train import DPOTrainingConfig, ref_logps_cache_dir, train_dpo
+    from safepref.models.loading import load_model, load_tokenizer
+    from safepref.training.dpo import DPOTrainingConfig, ref_logps_cache_dir, train_dpo
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 32)
     out = tmp_path / "lora"
@@ -68,7 +68,7 @@ def test_dpo_learns_easy_pairs_caches_reference_and_generates(tiny_model_dir: Pa
 
     # a finished run is not retrained; another config on the same out dir is refused
     assert train_dpo(tiny_model_dir, pairs, out, config).skipped
-    from safepref.errors import InputError
+    from safepref.core.errors import InputError
 
     with pytest.raises(InputError, match="--force"):
         train_dpo(tiny_model_dir, pairs, out, DPOTrainingConfig(lora=True, learning_rate=5e-3, max_steps=6))
@@ -103,8 +103,8 @@ def test_per_answer_reference_log_probs_equal_trls_own(tiny_model_dir: Path, tmp
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from safepref.models import load_model, load_tokenizer
-    from safepref.train import make_trainer, weights_hash
+    from safepref.models.loading import load_model, load_tokenizer
+    from safepref.training.dpo import make_trainer, weights_hash
 
     rows = [json.loads(line) for line in write_pairs(tmp_path / "pairs.jsonl", 6).read_text().splitlines()]
     rows[2]["rejected"][0]["content"] = "Sure. " * 40  # a long answer: truncated at max_length by both
@@ -161,8 +161,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir: Path, 
 def test_smollm2_lora_two_steps_and_adapter_loads_back(smollm2_dir: Path, tmp_path: Path, home: Path):
     import torch
 
-    from safepref.models import DEFAULT_TARGET, load_model, load_tokenizer
-    from safepref.train import DPOTrainingConfig, train_dpo
+    from safepref.models.loading import DEFAULT_TARGET, load_model, load_tokenizer
+    from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
     (home / "models").parent.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(smollm2_dir.parent)  # the prepared SmolLM2, without converting it again

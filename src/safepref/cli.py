@@ -16,7 +16,7 @@ import typer.main
 from rich.console import Console
 
 from safepref import commands
-from safepref.errors import InputError
+from safepref.core.errors import InputError
 
 app = typer.Typer(
     name="safepref",

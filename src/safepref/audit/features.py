@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from safepref.errors import InputError
-from safepref.io import fingerprint
-from safepref.paths import safepref_home
-from safepref.progress import progress_bar
-from safepref.records import Message, Pair
+from safepref.core.errors import InputError
+from safepref.core.keys import content_key
+from safepref.core.paths import safepref_home
+from safepref.core.progress import progress_bar
+from safepref.core.records import Message, Pair
+from safepref.judges.features import Embedder, FeatureConfig
+from safepref.models.loading import DEFAULT_TARGET, REGISTRY, load_model, load_tokenizer, placement_for, resolve_model_path
 
 if TYPE_CHECKING:
-    from safepref.audit import AuditConfig
+    from safepref.audit.config import AuditConfig
 
 CUES_FILE = Path(__file__).parents[1] / "registry" / "audit_cues.yaml"
 SHALLOW_VERSION = 1  # bump when a shallow cue's definition changes, so cached features are recomputed
@@ -37,7 +39,6 @@ SHALLOW_VERSION = 1  # bump when a shallow cue's definition changes, so cached f
 
 def parse_feature_specs(specs: list[str]) -> list[str]:
     """Normalise feature specs (comma lists and ``all`` expanded); unknown ones raise InputError."""
-    from safepref.models import DEFAULT_TARGET
 
     out: list[str] = []
     for raw in specs:
@@ -135,7 +136,6 @@ def embedding_features(texts: list[str], model_name: str, batch_size: int, devic
     """Sentence embeddings of each response alone (the style a reader sees, without the prompt), over its first
     ``EMBED_TOKENS`` word pieces: the same pass the harm and refusal judges make over an answer, so the pair
     diagnostics that follow an audit reuse it instead of embedding every answer again."""
-    from safepref.judges.features import Embedder, FeatureConfig
 
     embedder = Embedder(FeatureConfig(embedder=model_name), device=device)
     try:
@@ -175,9 +175,9 @@ def hidden_state_features(items: list[tuple[list[Message], str]], model_name: st
                           batch_size: int | None, max_length: int, device: str = "cpu",
                           dtype: str | None = None) -> np.ndarray:
     """Mean hidden state over each response's tokens at ``layer``, given its prompt through the chat template."""
+    # torch loads in seconds: imported only where used
     import torch
 
-    from safepref.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     tokenizer.truncation_side = "left"  # keep the answer, drop the oldest prompt tokens
@@ -215,7 +215,6 @@ def hidden_state_features(items: list[tuple[list[Message], str]], model_name: st
 
 def _model_identity(model_name: str) -> Any:
     """What a cached hidden-state feature depends on: the model name, or a local folder's weights (size, mtime)."""
-    from safepref.models import REGISTRY, resolve_model_path
 
     if model_name in REGISTRY:
         return model_name
@@ -229,7 +228,6 @@ def _model_identity(model_name: str) -> Any:
 def _precision_key(model_name: str, config: AuditConfig) -> list[str]:
     """Hidden states in half precision differ from float32 ones: a non-float32 choice is part of the cache key (and
     float32, the CPU's, adds nothing, so existing keys stay)."""
-    from safepref.models import placement_for, resolve_model_path
 
     if config.dtype == "float32" or (config.dtype == "auto" and config.device == "cpu"):
         return []
@@ -251,7 +249,7 @@ def compute_features(spec: str, pairs: list[Pair], config: AuditConfig) -> np.nd
     else:
         identity, texts_key = (SHALLOW_VERSION, phrase_cues(), list(STRUCTURAL_CUES)), responses
     cache_dir = Path(config.cache_dir) if config.cache_dir else safepref_home() / "cache" / "audit"
-    cache_file = cache_dir / f"{kind}-{fingerprint(spec, identity, texts_key)}.npy"
+    cache_file = cache_dir / f"{kind}-{content_key(spec, identity, texts_key)}.npy"
     if cache_file.exists():
         return np.load(cache_file)
     if kind == "hidden":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safepref.paths import slug
+from safepref.core.paths import slug
 
 
 def projection_name(spec: str) -> str:
@@ -17,9 +17,11 @@ def projection_name(spec: str) -> str:
 
 def projection_plot(features: np.ndarray, labels: np.ndarray, title: str, path: Path) -> Path:
     """2-D PCA of the standardised features, chosen vs rejected."""
+    # matplotlib loads in seconds: imported only where used
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib and scikit-learn load in seconds: imported only where used
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safepref.audit.features import cue_descriptions
-from safepref.stats import wilson_interval
+from safepref.core.stats import wilson_interval
 
 if TYPE_CHECKING:
-    from safepref.audit import AuditConfig
+    from safepref.audit.config import AuditConfig
 
 
 def grouped_splits(groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """k folds over responses with every prompt group wholly on one side (both sides of a pair share a group)."""
+    # scikit-learn loads in seconds: imported only where used
     from sklearn.model_selection import GroupKFold
 
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -44,6 +45,7 @@ def control_swapped_labels(labels: np.ndarray, splits: list[tuple[np.ndarray, np
 
 def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Decision score of a standardised logistic regression for every response, from the fold that held it out."""
+    # scikit-learn loads in seconds: imported only where used
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
     from sklearn.pipeline import make_pipeline

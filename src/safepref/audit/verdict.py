@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from safepref.audit import AuditConfig
+    from safepref.audit.config import AuditConfig
 
 
 def separating_cues(cues: list[dict[str, Any]], top: int = 2) -> list[dict[str, Any]]:

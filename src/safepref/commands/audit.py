@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from safepref.audit import AuditConfig, audit_pairs, resolve_pairs
 from safepref.commands import print_table
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.errors import input_error_from
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.errors import input_error_from
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +35,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Probe whether a linear classifier tells chosen from rejected (grouped k-fold CV, shuffled-label control,
         per-cue accuracies), and write a summary, PCA plots and a plain-language verdict."""
-        from safepref.audit import AuditConfig, audit_pairs, resolve_pairs
 
         try:
             config = AuditConfig(features=features, folds=folds, seed=seed, batch_size=batch_size,

@@ -1,4 +1,4 @@
-"""``safepref build``: preference pairs from cached responses by a recipe (see ``safepref.build``)."""
+"""``safepref build``: preference pairs from cached responses by a recipe (see ``safepref.pairs.build``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safepref.errors import InputError
+from safepref.core.errors import InputError
+from safepref.core.io import read_records
+from safepref.core.records import Score
+from safepref.pairs.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path, write_pairs
+from safepref.pairs.diagnostics import diagnostics_line, pair_diagnostics
+from safepref.pairs.recipes import load_recipe
 
 
 def register(app: typer.Typer) -> None:
@@ -27,11 +32,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the build summary as one JSON object on stdout."),
     ) -> None:
         """Build preference pairs from cached responses by a recipe (nothing is generated)."""
-        from safepref.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path, write_pairs
-        from safepref.io import read_records
-        from safepref.pair_diagnostics import diagnostics_line, pair_diagnostics
-        from safepref.recipes import load_recipe
-        from safepref.records import Score
 
         parsed = load_recipe(recipe)
         rows = read_responses(responses)

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safepref import data
 from safepref.commands import print_json, print_table
+from safepref.core import datasets as data
 
 
 def register(app: typer.Typer) -> None:

@@ -9,8 +9,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.errors import InputError
+from safepref.audit import resolve_pairs
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.errors import InputError
+from safepref.core.io import file_fingerprint
+from safepref.pairs.debias import DebiasConfig, debias_pairs
 
 
 def register(app: typer.Typer) -> None:
@@ -37,9 +40,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rewrite or filter preference pairs so that chosen and rejected differ in content, not in who wrote them;
         resumable (rewrites go to an append log beside OUT); every output pair records what was done to it."""
-        from safepref.audit import resolve_pairs
-        from safepref.debias import DebiasConfig, debias_pairs
-        from safepref.io import file_fingerprint
 
         try:
             config = DebiasConfig(method=method, target=target, max_new_tokens=max_new_tokens, batch_size=batch_size,

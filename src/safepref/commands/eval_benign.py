@@ -1,4 +1,4 @@
-"""``safepref eval-benign``: a thin wrapper over safepref.eval_benign."""
+"""``safepref eval-benign``: a thin wrapper over safepref.evaluation.benign."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.models import DEFAULT_TARGET
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.evaluation.benign import evaluate_benign, make_config
+from safepref.models.loading import DEFAULT_TARGET
 
 HEADLINE = ("n", "refusal_rate", "refusal_rate_ci", "win_rate_vs_reference", "win_rate_ci", "mean_reward",
             "mean_tokens", "distinct_2", "restatement_rate")
@@ -63,7 +64,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer benign prompts (greedy): refusal, win rate vs the reference by the reward model, length,
         distinct-2 and restatement, each with n and 95% CIs for rates."""
-        from safepref.eval_benign import evaluate_benign, make_config
 
         config = make_config(pools=[p.strip() for p in pools.split(",") if p.strip()], limit=limit,
                              max_new_tokens=max_new_tokens, batch_size=batch_size, reference=reference,

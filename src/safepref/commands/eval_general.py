@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safepref import eval_general
 from safepref.commands import print_table
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.errors import InputError
-from safepref.models import DEFAULT_TARGET
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.errors import InputError
+from safepref.evaluation import general as eval_general
+from safepref.models.loading import DEFAULT_TARGET
 
 
 def _task_names(text: str) -> tuple[str, ...]:

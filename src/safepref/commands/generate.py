@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safepref.data import load_prompts
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
-from safepref.generate import GenerationConfig, generate_responses
+from safepref.core.datasets import load_prompts
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.generation.generate import GenerationConfig, generate_responses
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safepref.judges.card import write_model_card
+from safepref.judges.head import shipped_head_path
+
 
 def register(app: typer.Typer) -> None:
     @app.command("judge-train")
@@ -20,9 +23,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object (the card)"),
     ) -> None:
         """Train the judge on the bundled human-labelled responses; report agreement on each held-out source."""
-        from safepref.judges.card import write_model_card
-        from safepref.judges.head import shipped_head_path
+        # judges.training loads scikit-learn and scipy at import (~3 s): only this command needs it
         from safepref.judges.training import JudgeTrainingConfig, labelled_examples, train_judge
+
 
         labelled_examples(judge)  # an unknown judge fails before any work
         out_dir = out or shipped_head_path(judge).parent

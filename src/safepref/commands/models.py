@@ -6,9 +6,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safepref import models
 from safepref.commands import print_json, print_table
-from safepref.errors import InputError
+from safepref.core.errors import InputError
+from safepref.models import loading as models
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""``safepref recipes``: the bundled pair recipes (see ``safepref.recipes``)."""
+"""``safepref recipes``: the bundled pair recipes (see ``safepref.pairs.recipes``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import typer
 from rich.table import Table
 
 from safepref.commands import print_table
+from safepref.pairs.recipes import list_recipes
 
 
 def register(app: typer.Typer) -> None:
     @app.command("recipes")
     def recipes(as_json: bool = typer.Option(False, "--json")) -> None:
         """List the bundled pair recipes."""
-        from safepref.recipes import list_recipes
 
         items = list_recipes()
         if as_json:

@@ -1,5 +1,5 @@
 """``safepref reward-model eval|train``: the offline reward models' held-out accuracy, and retraining them (see
-``safepref.reward_model`` and ``safepref.safety_rm``)."""
+``safepref.scoring.reward_model`` and ``safepref.scoring.safety_rm``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ from rich.console import Console
 from rich.table import Table
 
 from safepref.commands import print_table
-from safepref.errors import InputError
+from safepref.core.datasets import get_dataset
+from safepref.core.errors import InputError
+from safepref.core.paths import safepref_home
+from safepref.scoring.reward_model import (
+    EMBEDDING_RM,
+    REGISTRY_REWARD_MODELS,
+    SAFETY_RM,
+    EmbeddingRMConfig,
+    evaluate_embedding_rm,
+    load_reward_model,
+    train_embedding_rm,
+)
+from safepref.scoring.safety_rm import SafetyRewardModel, SafetyRMConfig, evaluate_safety_rm, train_safety_rm
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +42,6 @@ def rm_eval(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Pairwise accuracy on held-out preference pairs (prompts never seen in training), with n and 95% CI."""
-    from safepref.reward_model import REGISTRY_REWARD_MODELS, evaluate_embedding_rm, load_reward_model
-    from safepref.safety_rm import SafetyRewardModel, evaluate_safety_rm
 
     if weights is None and model not in REGISTRY_REWARD_MODELS:
         raise InputError(f"unknown reward model '{model}' (known: {', '.join(REGISTRY_REWARD_MODELS)})",
@@ -60,9 +70,6 @@ def rm_train(
 ) -> None:
     """Retrain a reward model into a folder you name (never into the installed package); print its held-out
     accuracy."""
-    from safepref.paths import safepref_home
-    from safepref.reward_model import EMBEDDING_RM, SAFETY_RM, EmbeddingRMConfig, train_embedding_rm
-    from safepref.safety_rm import SafetyRMConfig, train_safety_rm
 
     if kind not in (SAFETY_RM, EMBEDDING_RM):
         raise InputError(f"unknown reward model kind '{kind}' (known: {SAFETY_RM}, {EMBEDDING_RM})",
@@ -82,7 +89,6 @@ def rm_train(
 
 
 def _pair_datasets(text: str) -> list[str]:
-    from safepref.data import get_dataset
 
     names = [d.strip() for d in text.split(",") if d.strip()]
     for name in names:

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safepref.report import write_report
+from safepref.runner.run import run_experiment
+
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
@@ -15,7 +18,6 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>); rerun to resume."),
     ) -> None:
         """Run a whole experiment grid: generate, score, build, audit, train, evaluate, report."""
-        from safepref.runner import run_experiment
 
         paths = run_experiment(config, run_dir)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
@@ -26,7 +28,6 @@ def register(app: typer.Typer) -> None:
         markdown: bool = typer.Option(False, "--markdown", help="Also print the headline tables as Markdown."),
     ) -> None:
         """(Re)write report.html, summary.md and results.json for a run folder."""
-        from safepref.report import write_report
 
         paths = write_report(run_dir)
         if markdown:

@@ -1,4 +1,4 @@
-"""``safepref judge`` and ``safepref eval-safety``: thin wrappers over safepref.judges and safepref.eval_safety."""
+"""``safepref judge`` and ``safepref eval-safety``: thin wrappers over safepref.judges and safepref.evaluation.safety."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.errors import input_error_from
+from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety
+from safepref.judges import InputFields, run_judge
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -39,7 +43,6 @@ def register(app: typer.Typer) -> None:
                                                                        "(JailbreakBench: human_majority)"),
     ) -> None:
         """Judge responses; print the positive rate (95% Wilson CI) and agreement with labels when present."""
-        from safepref.judges import InputFields, run_judge
 
         fields = InputFields(prompt=prompt_field, response=response_field, label=label_field)
         _print(run_judge(input_path, judge_name, out=out, fields=fields, judge_model=judge_model, base_url=base_url),
@@ -63,11 +66,6 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Answer a jailbreak suite under attacks (greedy), judge every answer, report ASR with 95% CIs."""
-        from pydantic import ValidationError
-
-        from safepref.errors import input_error_from
-        from safepref.eval_safety import SafetyEvalConfig, evaluate_safety
-
         try:
             config = SafetyEvalConfig(suite=suite, attacks=attack, judges=judge_names, limit=limit,
                                       max_new_tokens=max_new_tokens, batch_size=batch_size, judge_model=judge_model,

@@ -1,4 +1,4 @@
-"""``safepref score``: score every response with a reward model (see ``safepref.score``)."""
+"""``safepref score``: score every response with a reward model (see ``safepref.scoring.score``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safepref.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
+from safepref.pairs.build import read_responses
+from safepref.scoring.score import ScoreConfig, score_responses
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +29,6 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     ) -> None:
         """Score every response with a reward model (resumable)."""
-        from safepref.build import read_responses
-        from safepref.score import ScoreConfig, score_responses
 
         rows = read_responses(responses)
         config = ScoreConfig(batch_size=batch_size, max_length=max_length, device=check_device(device),

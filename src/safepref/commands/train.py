@@ -1,4 +1,4 @@
-"""``safepref train``: DPO-train a model on a preference pairs file (see ``safepref.train``)."""
+"""``safepref train``: DPO-train a model on a preference pairs file (see ``safepref.training.dpo``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.device import DEVICE_HELP, check_device
-from safepref.errors import InputError, input_error_from
+from safepref.core.device import DEVICE_HELP, check_device
+from safepref.core.errors import InputError, input_error_from
+from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +55,6 @@ def register(app: typer.Typer) -> None:
                                          "Replaces the training options above."),
     ) -> None:
         """DPO-train MODEL on PAIRS with TRL; resumes an interrupted run in OUT; skips a finished one."""
-        from safepref.train import train_dpo
 
         config = _config_from_file(config_file) if config_file is not None else _config_from_options(
             target_modules, loss_type, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, beta=beta,
@@ -69,7 +69,6 @@ def register(app: typer.Typer) -> None:
 
 def _config_from_options(target_modules: str, loss_type: str, **fields: Any):
     """The command's training options as a DPOTrainingConfig: comma lists split, a bad value an InputError."""
-    from safepref.train import DPOTrainingConfig
 
     targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",")]
     try:
@@ -80,7 +79,6 @@ def _config_from_options(target_modules: str, loss_type: str, **fields: Any):
 
 
 def _config_from_file(path: Path):
-    from safepref.train import DPOTrainingConfig
 
     try:
         values = json.loads(path.read_text())

@@ -17,13 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from safepref.errors import InputError
-from safepref.io import fingerprint, iter_table, write_jsonl_atomic
-from safepref.records import LabelledResponse, Verdict
-from safepref.stats import agreement, wilson_interval
+import yaml
+
+from safepref.core.datasets import REGISTRY, load_dataset
+from safepref.core.errors import InputError
+from safepref.core.io import file_fingerprint, iter_table, write_jsonl_atomic
+from safepref.core.keys import content_key
+from safepref.core.records import LabelledResponse, Verdict
+from safepref.core.stats import agreement, wilson_interval
+from safepref.judges.classifier import ClassifierJudge
+from safepref.judges.head import TrainedJudge, shipped_card, shipped_head_path
+from safepref.judges.keyword import KeywordJudge, keyword_phrases
+from safepref.judges.llm import LLMJudge, LLMJudgeConfig
+from safepref.judges.refusal import RefusalJudge, refusal_phrases
 
 
 @dataclass(frozen=True)
@@ -43,37 +53,31 @@ class Judge(Protocol):
 
 
 def _keyword(**_: Any) -> Judge:
-    from safepref.judges.keyword import KeywordJudge
 
     return KeywordJudge()
 
 
 def _classifier(**_: Any) -> Judge:
-    from safepref.judges.classifier import ClassifierJudge
 
     return ClassifierJudge()
 
 
 def _refusal(**_: Any) -> Judge:
-    from safepref.judges.head import TrainedJudge
 
     return TrainedJudge("refusal")
 
 
 def _refusal_rules(**_: Any) -> Judge:
-    from safepref.judges.refusal import RefusalJudge
 
     return RefusalJudge()
 
 
 def _harm(**_: Any) -> Judge:
-    from safepref.judges.head import TrainedJudge
 
     return TrainedJudge("harm")
 
 
 def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) -> Judge:
-    from safepref.judges.llm import LLMJudge, LLMJudgeConfig
 
     if not judge_model:
         raise InputError("the llm judge needs --judge-model openai:<model> (e.g. openai:gpt-4o)")
@@ -89,11 +93,6 @@ def judge_fingerprints(names: list[str]) -> dict[str, str | None]:
     """What each judge decides from, for the content keys of stages whose results a judge decides: a rule judge's
     phrase list; a trained judge's shipped head and both phrase lists (its refusal flags read them). None: nothing
     shipped to fingerprint. Retraining a head or editing a list makes a resumed run judge again."""
-    from safepref.io import file_fingerprint
-    from safepref.judges.head import shipped_head_path
-    from safepref.judges.keyword import keyword_phrases
-    from safepref.judges.refusal import refusal_phrases
-    from safepref.keys import content_key
 
     phrases = {"keyword": content_key(keyword_phrases()), "refusal-rules": content_key(refusal_phrases())}
     heads = {name: shipped_head_path(name) for name in ("harm", "refusal")}
@@ -155,7 +154,6 @@ class InputFields:
 def read_judge_rows(source: str, fields: InputFields = InputFields()) -> list[JudgeInput]:
     """Rows from a JSONL/JSON/CSV file with a request and an answer (optional gold label and ``id``; column names
     from ``fields``), or from a bundled labelled dataset by name (``gptfuzz-eval``, ``gptfuzz-train``)."""
-    from safepref.data import REGISTRY, load_dataset
 
     if source in REGISTRY and not Path(source).exists():
         if REGISTRY[source].kind != "labelled":
@@ -208,7 +206,7 @@ def run_judge(source: str, judge_name: str, out: str | Path | None = None, field
     verdicts = judge.judge(rows)
     if out is not None:
         write_jsonl_atomic(out, verdicts)
-    return {"judge": judge.name, "input": str(source), "input_key": fingerprint([r.id for r in rows]),
+    return {"judge": judge.name, "input": str(source), "input_key": content_key([r.id for r in rows]),
             **summarize_verdicts(verdicts)}
 
 
@@ -219,12 +217,6 @@ def measured_agreement(name: str) -> dict[str, Any] | None:
     """How far the judge agrees with human labels on data it never trained on: ``agreement``, ``n``, ``kappa``
     and ``on`` (where measured). From the trained head's card (harm, refusal), else from
     ``registry/judge_agreement.yaml``; None when never measured (llm: depends on the endpoint)."""
-    from importlib import resources
-
-    import yaml
-
-    from safepref.judges.head import shipped_card
-
     summary = shipped_card(name).get("summary") if name in ("harm", "refusal") else None
     if summary:
         return {"agreement": summary["pooled_agreement"], "n": summary["n"], "kappa": summary["mean_fold_kappa"],

@@ -18,16 +18,16 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import joblib
-import sklearn
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_union
+from safepref.core.datasets import get_dataset, load_dataset
+from safepref.core.io import file_fingerprint
+from safepref.core.keys import content_key
+from safepref.core.paths import safepref_home
+from safepref.core.records import Verdict
 
-from safepref.io import file_fingerprint, fingerprint
-from safepref.paths import safepref_home
-from safepref.records import Verdict
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class ClassifierConfig:
 
 
 def build_pipeline(config: ClassifierConfig) -> Pipeline:
+    # scikit-learn loads in ~2 s: only when this judge is asked for
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_union
+
     features = make_union(
         TfidfVectorizer(ngram_range=config.word_ngrams, min_df=2, sublinear_tf=True,
                         max_features=config.max_word_features),
@@ -56,16 +61,17 @@ def build_pipeline(config: ClassifierConfig) -> Pipeline:
 
 
 def classifier_path(config: ClassifierConfig) -> Path:
-    from safepref.data import get_dataset
+    import sklearn  # scikit-learn loads in ~2 s: only when this judge is asked for
 
     data_key = [file_fingerprint(p) for p in get_dataset(config.train_dataset).paths]
-    key = fingerprint(asdict(config), data_key, sklearn.__version__)
+    key = content_key(asdict(config), data_key, sklearn.__version__)
     return safepref_home() / "judges" / f"harm-classifier-{key}.joblib"
 
 
 def load_classifier(config: ClassifierConfig = ClassifierConfig()) -> Pipeline:
     """The fitted pipeline: from the cache, or trained now (about a minute on 2 cores) and cached atomically."""
-    from safepref.data import load_dataset
+
+    import joblib  # with scikit-learn's pickles, only when this judge is asked for
 
     path = classifier_path(config)
     if path.exists():

@@ -31,14 +31,21 @@ import re
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
 
+from safepref.core.device import resolve_device
+from safepref.core.paths import safepref_home
+from safepref.core.progress import progress_bar
+from safepref.judges.hidden_states import HiddenStateReader
 from safepref.judges.keyword import first_refusal_phrase
 from safepref.judges.refusal import refusal_reason
-from safepref.paths import safepref_home
+from safepref.models.loading import load_embedder
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import HashingVectorizer
 
 
 @dataclass(frozen=True)
@@ -107,12 +114,16 @@ def is_plain_answer(response: str) -> bool:
 
 @cache
 def _vectorizers(hash_bits: int) -> tuple[HashingVectorizer, HashingVectorizer]:
+    from sklearn.feature_extraction.text import HashingVectorizer  # scikit-learn loads in ~2 s: only when features are computed
+
     common = {"n_features": 2**hash_bits, "alternate_sign": False, "norm": None, "lowercase": True}
     return (HashingVectorizer(ngram_range=(1, 2), **common),
             HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common))
 
 
 def hashed_counts(responses: list[str], config: FeatureConfig) -> sp.csr_matrix:
+    import scipy.sparse as sp  # scipy loads in ~1 s: only when features are computed
+
     """Raw n-gram counts of each answer's opening (TF-IDF weighting is applied by the head, with its IDF)."""
     if config.focus:
         responses = [answer_after_refusals(r)[0] for r in responses]
@@ -122,6 +133,8 @@ def hashed_counts(responses: list[str], config: FeatureConfig) -> sp.csr_matrix:
 
 
 def tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    import scipy.sparse as sp  # scipy loads in ~1 s: only when features are computed
+
     """Sublinear TF times IDF, rows scaled to unit length (as sklearn's TfidfTransformer(sublinear_tf=True))."""
     weighted = counts.astype(np.float32)
     weighted.data = 1.0 + np.log(weighted.data)
@@ -149,7 +162,6 @@ class Embedder:
     once across runs); at run time they are shared within the process only."""
 
     def __init__(self, config: FeatureConfig, cache_name: str | None = None, device: str = "cpu") -> None:
-        from safepref.device import resolve_device
 
         # resolved once: "auto" and "cpu" are one model on a CPU machine (the audit asks for one, the judges the other)
         self.config, self.device = config, str(resolve_device(device))
@@ -160,7 +172,6 @@ class Embedder:
                 self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
         self.hidden_states = None
         if config.lm:
-            from safepref.judges.hidden_states import HiddenStateReader
 
             cache = f"judge-states-{config.lm}-layer{config.lm_layer}" if cache_name else None
             self.hidden_states = HiddenStateReader(config.lm, config.lm_layer, config.lm_request_tokens,
@@ -170,7 +181,6 @@ class Embedder:
     def model(self):
         key = (self.config.embedder, self.device)
         if key not in _MODELS:
-            from safepref.models import load_embedder
 
             _MODELS[key] = load_embedder(self.config.embedder, device=self.device)
         return _MODELS[key]
@@ -224,7 +234,6 @@ class Embedder:
         keys = [self._key(t, tokens, chars) for t in texts]
         todo = {k: t[:chars] for k, t in zip(keys, texts, strict=True) if k not in self.vectors}
         if todo:
-            from safepref.progress import progress_bar
 
             if self.vectors is _RECENT and len(_RECENT) + len(todo) > _RECENT_LIMIT:
                 kept = {k: _RECENT[k] for k in keys if k in _RECENT}

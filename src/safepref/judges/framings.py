@@ -34,6 +34,9 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from safepref.core.datasets import load_dataset
+from safepref.evaluation.suites import fill_template
+from safepref.judges.features import is_plain_answer
 from safepref.judges.training_data import Example, base_source
 
 KINDS = ("refuse_then_answer", "tagged")
@@ -87,8 +90,6 @@ def in_templates(examples: list[Example], seed: int = 0) -> list[Example]:
     """Each example with its request filled into one of GPTFuzz's jailbreak templates (a seeded choice per row),
     label and source kept: the answer is the same, so a judge that reads the attack prompt should agree with
     itself on the bare request."""
-    from safepref.attacks import fill_template
-    from safepref.data import load_dataset
 
     templates = load_dataset("gptfuzz-templates")
     rng = random.Random(f"{seed}|templates")
@@ -109,7 +110,6 @@ CHECK_STORY_FRAMES = (
 def is_plain_example(example: Example) -> bool:
     """A human-labelled example whose answer is plain: it opens with neither a refusal nor a speaker tag (a
     two-voice jailbreak answer is not told as a story)."""
-    from safepref.judges.features import is_plain_answer
 
     return base_source(example.source) == example.source and is_plain_answer(example.response)
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from safepref.errors import InputError
+from safepref.core.errors import InputError
+from safepref.core.progress import progress_bar
+from safepref.core.records import Verdict
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
-from safepref.records import Verdict
 
 
 def _heads_dir() -> Path:
@@ -116,7 +117,6 @@ class TrainedJudge:
         return self.head.probability_from(dense, text_logit), self.head.labels_from(dense, text_logit)
 
     def judge(self, rows) -> list[Verdict]:
-        from safepref.progress import progress_bar
 
         verdicts = []
         bar = progress_bar(len(rows), desc=f"judge {self.name}", unit="answer", disable=len(rows) < 200)

@@ -22,7 +22,10 @@ import time
 
 import numpy as np
 
-from safepref.paths import safepref_home
+from safepref.core.device import resolve_device
+from safepref.core.paths import safepref_home
+from safepref.core.progress import progress_bar
+from safepref.models.loading import load_model, load_tokenizer, weights_fingerprint
 
 _MODELS: dict[tuple[str, int, str], tuple[object, object]] = {}
 _RECENT: dict[str, np.ndarray] = {}  # states computed in this process (no disk cache): shared, bounded
@@ -37,8 +40,6 @@ class HiddenStateReader:
 
     def __init__(self, model: str, layer: int, request_tokens: int, answer_tokens: int,
                  cache_name: str | None = None, device: str = "cpu", batch_size: int = 16) -> None:
-        from safepref.device import resolve_device
-        from safepref.models import weights_fingerprint
 
         self.model_name, self.layer = model, layer
         self.weights = weights_fingerprint(model)  # cached states are keyed by the weights, not the model's name
@@ -53,9 +54,9 @@ class HiddenStateReader:
     def _loaded(self):
         key = (self.model_name, self.layer, self.device)
         if key not in _MODELS:
+            # torch loads in seconds: imported only where used
             import torch
 
-            from safepref.models import load_model, load_tokenizer
 
             model = load_model(self.model_name, device=self.device, dtype=torch.float32)
             # the layers after the one read are never needed: drop them (a private copy, never used to generate)
@@ -96,9 +97,9 @@ class HiddenStateReader:
         return prompt + answer_ids[: self.answer_tokens], len(prompt)
 
     def _compute(self, todo: dict[str, tuple[str, str]], progress: bool) -> None:
+        # torch loads in seconds: imported only where used
         import torch
 
-        from safepref.progress import progress_bar
 
         model, tokenizer = self._loaded()
         before, between = self._template(tokenizer)

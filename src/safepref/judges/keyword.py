@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from safepref.records import Verdict
+from safepref.core.records import Verdict
 
 
 @cache

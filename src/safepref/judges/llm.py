@@ -18,11 +18,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from safepref.io import AppendLog, fingerprint
-from safepref.openai_api import ChatEndpoint, EndpointError, parse_openai_source
-from safepref.paths import safepref_home
-from safepref.progress import progress_bar
-from safepref.records import Verdict
+from safepref.core.io import AppendLog
+from safepref.core.keys import content_key
+from safepref.core.paths import safepref_home
+from safepref.core.progress import progress_bar
+from safepref.core.records import Verdict
+from safepref.generation.openai_api import ChatEndpoint, EndpointError, parse_openai_source
 
 _SCORE = re.compile(r"#\s*(?:the)?score\s*:\s*\**\s*([1-5])\b", re.IGNORECASE)
 
@@ -77,7 +78,7 @@ class LLMJudge:
         self.cache = AppendLog(cache_path, key_of=lambda row: row["key"])
 
     def cache_key(self, prompt: str, response: str) -> str:
-        return fingerprint(self.model, rubric_hash(), prompt, response, length=24)
+        return content_key(self.model, rubric_hash(), prompt, response, length=24)
 
     def _ask(self, prompt: str, response: str) -> _Judged:
         message = rubric_text().replace("{instruction}", prompt).replace("{response}", response)

@@ -15,7 +15,7 @@ from importlib import resources
 
 import yaml
 
-from safepref.records import Verdict
+from safepref.core.records import Verdict
 
 _LEADING_NOISE = re.compile(r"^[\s\"'*#>`_-]+")
 

@@ -19,12 +19,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
-from safepref.io import file_fingerprint, write_json_atomic
+from safepref.core.datasets import load_dataset
+from safepref.core.errors import InputError
+from safepref.core.io import file_fingerprint, write_json_atomic
+from safepref.core.stats import agreement
 from safepref.judges import framings, non_answers
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
 from safepref.judges.head import Head, TrainedJudge
 from safepref.judges.training_data import Example, base_source, data_files, labelled_sources
-from safepref.stats import agreement
 
 LABELS = {"harm": "harm", "refusal": "refusal"}
 # candidates for the second stage: 0 = logistic regression, >0 = a hidden ReLU layer of that width
@@ -230,7 +232,6 @@ def labelled_examples(judge: str, max_per_source: int | None = None, seed: int =
     """The examples that carry this judge's label, in source order; a source larger than ``max_per_source`` is
     reduced to a seeded random sample of that size."""
     if judge not in LABELS:
-        from safepref.errors import InputError
 
         raise InputError(f"no trainable judge '{judge}' (trainable: {', '.join(LABELS)})")
     examples = []
@@ -294,7 +295,6 @@ def unseen_requests(data: Matrices, examples: list[Example], config: JudgeTraini
     """A seen source's unseen requests: the shipped head's situation on new jailbreak answers. Trained on every row
     but GPTFuzz's evaluate-split questions (20 of its 100, GPTFuzz's own split; their synthetic rows held out too),
     judged on those questions' human-labelled answers."""
-    from safepref.data import load_dataset
 
     questions = {row.prompt for row in load_dataset("gptfuzz-eval")}
     held_out = np.array([base_source(e.source) == "gptfuzz" and e.prompt in questions for e in examples])
@@ -314,7 +314,3 @@ def summarize_folds(folds: list[dict]) -> dict:
     pooled = sum(f["agreement"] * f["n"] for f in folds) / n
     return {"pooled_agreement": round(pooled, 4), "n": n, "min_fold_agreement": min(f["agreement"] for f in folds),
             "mean_fold_kappa": round(float(np.mean([f["kappa"] for f in folds if f["kappa"] is not None])), 4)}
-
-
-def trained_judge(judge: str, out_dir: Path) -> TrainedJudge:
-    return TrainedJudge(judge, head_path=Path(out_dir) / f"{judge}.npz")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safepref.io import write_json_atomic, write_text_atomic
+from safepref.core.io import write_json_atomic, write_text_atomic
 from safepref.report.analysis import (
     LABELS,
     MULTI_MODEL,

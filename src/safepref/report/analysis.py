@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safepref.errors import InputError
-from safepref.io import iter_jsonl
-from safepref.report_benign import add_collapse_check
-from safepref.report_mitigations import mitigation_rows
-from safepref.stats import difference_interval
+from safepref.core.errors import InputError
+from safepref.core.io import iter_jsonl
+from safepref.core.stats import difference_interval
+from safepref.pairs.recipes import RECIPES_DIR, load_recipe
+from safepref.report.benign import add_collapse_check
+from safepref.report.mitigations import mitigation_rows
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
           "peer_rm": "Peer+RM", "all_rm": "All+RM", "original": "Original", "self_rm": "Self+RM"}
@@ -37,7 +38,6 @@ def _order(configurations: list[str]) -> list[str]:
 
 def recipe_label(name: str) -> str:
     """A recipe's own label (mitigation variants carry one), else its name."""
-    from safepref.recipes import RECIPES_DIR, load_recipe
 
     if not (RECIPES_DIR / f"{name}.yaml").is_file() and not Path(name).is_file():  # bundled, or a user's file
         return name

@@ -13,6 +13,7 @@ JUDGE_HATCH = {0: "", 1: "//", 2: "..", 3: "xx"}
 
 
 def _figure_to_data_uri(figure) -> str:
+    # matplotlib loads in seconds: imported only where used
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -28,9 +29,11 @@ def _error_bar(value: float, low: float, high: float) -> list[list[float]]:
 
 def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> str | None:
     """Bars of ASR per configuration, one bar per judge, 95% Wilson intervals, n under each label."""
+    # matplotlib loads in seconds: imported only where used
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib loads in seconds: imported only where used
     import matplotlib.pyplot as plt
 
     configurations = [c for c in rows if any(r["attack"] == attack and r.get("suite") == suite
@@ -68,9 +71,11 @@ def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> st
 
 def separability_figure(target: str, rows: dict[str, Any], judge: str, feature: str) -> str | None:
     """Separability (probe accuracy) against ASR per configuration: the paper's mechanism in one picture."""
+    # matplotlib loads in seconds: imported only where used
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib loads in seconds: imported only where used
     import matplotlib.pyplot as plt
 
     points = []
@@ -99,9 +104,11 @@ def separability_figure(target: str, rows: dict[str, Any], judge: str, feature: 
 
 
 def training_figure(target: str, rows: dict[str, Any]) -> str | None:
+    # matplotlib loads in seconds: imported only where used
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib loads in seconds: imported only where used
     import matplotlib.pyplot as plt
 
     trained = [(name, row) for name, row in rows.items() if (row.get("training") or {}).get("dynamics")]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from safepref.io import iter_csv
-from safepref.paths import bundled_data_dir
+from safepref.core.io import iter_csv
+from safepref.core.paths import bundled_data_dir
+from safepref.report.analysis import LABELS, harm_columns
 
 PAPER_CONFIGURATIONS = ("sft", "hc_self", "gpt4o_self", "stronger_self", "peer_rm", "all_rm", "original", "self_rm")
 PUBLISHED_NOTE = ("the paper's figure (Wang et al. 2025, official repository), 7-8B models, first 100 AdvBench "
@@ -28,7 +29,6 @@ def published_asr() -> dict[str, dict[str, float]]:
 
 def _measured_columns(results: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(target, suite, judge, rows) for every harmful-suite judge the run reported on the unattacked prompts."""
-    from safepref.report.analysis import harm_columns
 
     return [(target, suite, judge, rows) for target, rows in results["targets"].items()
             for suite, judge in harm_columns(rows)]
@@ -49,7 +49,6 @@ def _measured_cell(rows: dict[str, Any], configuration: str, suite: str, judge: 
 
 def published_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: a row per paper configuration; the run's columns first (n in the header), then the paper's."""
-    from safepref.report.analysis import LABELS
 
     published = published_asr()
     measured = _measured_columns(results)

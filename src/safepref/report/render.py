@@ -10,10 +10,10 @@ import yaml
 
 from safepref.judges import agreement_note
 from safepref.report.analysis import harm_columns
+from safepref.report.benign import benign_html, benign_markdown
 from safepref.report.figures import asr_figure, separability_figure, training_figure
+from safepref.report.mitigations import mitigation_table, mitigations_markdown
 from safepref.report.published import published_html, published_markdown
-from safepref.report_benign import benign_html, benign_markdown
-from safepref.report_mitigations import mitigation_table, mitigations_markdown
 
 # ---------------------------------------------------------------------------------------------- cells
 

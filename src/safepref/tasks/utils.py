@@ -17,9 +17,9 @@ from lm_eval.api.samplers import ContextSampler
 from lm_eval.tasks.hellaswag.utils import process_docs as lm_eval_hellaswag_docs
 from lm_eval.tasks.truthfulqa.utils import process_results_mc2 as lm_eval_mc2
 
-from safepref.errors import InputError
-from safepref.io import iter_table
-from safepref.paths import bundled_data_dir
+from safepref.core.errors import InputError
+from safepref.core.io import iter_table
+from safepref.core.paths import bundled_data_dir
 
 # Fixed (not the run's seed) so that every run with the same --limit sees the same MMLU questions.
 MMLU_SHUFFLE_SEED = 1234

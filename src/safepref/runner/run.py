@@ -1,0 +1,375 @@
+"""Stage 6, run: a whole experiment grid from one YAML file, every stage cached by its inputs.
+
+For each target model: generate answers from every source its recipes need -> score them with the reward model
+-> build each recipe's pairs -> audit their separability -> DPO-train the target on them -> evaluate safety (and
+over-refusal) and general ability of the SFT model and of every trained model -> write the report.
+
+Every artifact's path carries a content key (``safepref.core.keys``) of what it was computed from (prompt texts, answer
+texts, settings, a fingerprint of the model's weights, scores, upstream keys), so a rerun reuses what exists, a
+changed input recomputes only what depends on it, and a killed run finishes on rerun
+(each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
+Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
+written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
+with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from safepref.audit import AuditConfig, audit_pairs
+from safepref.audit.separability import audit_key
+from safepref.core.datasets import load_prompts, prompt_id
+from safepref.core.device import visible_gpus
+from safepref.core.errors import InputError
+from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
+from safepref.core.keys import prompt_set_key
+from safepref.core.paths import slug
+from safepref.core.versions import package_versions
+from safepref.evaluation.benign import BenignEvalConfig, benign_key, evaluate_benign
+from safepref.evaluation.general import evaluate_general, general_key, make_config
+from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety, safety_key
+from safepref.generation.generate import (
+    FIXED_SOURCES,
+    GenerationConfig,
+    answer_identity,
+    fixed_answer_prompt_ids,
+    generate_key,
+    generate_responses,
+    release_engines,
+)
+from safepref.models import loading as models
+from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, read_responses, write_pairs
+from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
+from safepref.pairs.recipes import load_recipe
+from safepref.report import write_report
+from safepref.runner.config import (
+    SFT,
+    AuditSpec,
+    BenignSpec,
+    ExperimentConfig,
+    GeneralSpec,
+    GenerationSpec,
+    PromptSpec,
+    SafetySpec,
+    TargetSpec,
+    load_config,
+)
+from safepref.scoring.score import ScoreConfig, score_responses
+from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key
+from safepref.training.launch import train_with_accelerate
+
+__all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
+           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
+
+# the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
+FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
+                        "human-rejected": {"human_rejected", "all"}}
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class Run:
+    """Walks the grid; each step is skipped when its artifact (named by its key) already exists."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None):
+        self.config = config
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / "manifest.json"
+        self.manifest: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"),
+                                         "config_path": str(config_path) if config_path else None,
+                                         "seed": config.seed, "targets": {}, "timings": {}}
+        if self.manifest_path.exists():
+            previous = json.loads(self.manifest_path.read_text())
+            self.manifest["timings"] = previous.get("timings", {})
+
+    def _save(self) -> None:
+        write_json_atomic(self.manifest_path, self.manifest)
+
+    def _timed(self, label: str, work):
+        before = self._artifact_state()
+        started = time.perf_counter()
+        result = work()
+        elapsed = round(time.perf_counter() - started, 1)
+        # a step served from cache writes nothing (though checking its key may take seconds): keep the time of the
+        # run that did the work
+        if self._artifact_state() != before or label not in self.manifest["timings"]:
+            self.manifest["timings"][label] = elapsed
+        return result
+
+    def _artifact_state(self) -> tuple[int, int]:
+        """(number of files, newest modification) under the run folder, the run's own summaries aside."""
+        own = {"manifest.json", "results.json", "report.html", "summary.md"}
+        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own]
+        return len(stamps), max(stamps, default=0)
+
+    def _entry(self, target: str, configuration: str) -> dict[str, Any]:
+        return self.manifest["targets"].setdefault(target, {}).setdefault(configuration, {})
+
+    # -------------------------------------------------------------------------------------- stages
+
+    def training_prompts(self):
+        """The configured prompt set. ``require`` asks the fixed answer sets which prompts they answer (nothing is
+        generated or written for that: data never flows back from the generate stage)."""
+
+        spec = self.config.prompts
+        prompts = load_prompts(spec.dataset)
+        for source in spec.require:
+            try:
+                answered = fixed_answer_prompt_ids(source)
+            except InputError as error:
+                raise InputError(str(error.args[0]), field="prompts.require") from None
+            prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
+        return prompts[: spec.limit] if spec.limit else prompts
+
+    def responses_for(self, target: TargetSpec, prompts) -> list[Path]:
+        """Generate (or reuse) every source the target's recipes draw from; returns the response files."""
+
+        g = self.config.generation
+        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                    repetition_penalty=g.repetition_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
+                    seed=self.config.seed, num_samples=g.samples, backend=g.backend, engine=g.engine,
+                    device=self.config.device, dtype=self.config.dtype)
+        if g.batch_size:
+            base["batch_size"] = g.batch_size
+        needed = self.sources_needed(target)
+        jobs: list[tuple[str, bool]] = []  # (source, greedy)
+        if needed & {"self", "self_samples", "all"}:
+            jobs.append((target.model, False))
+        if needed & {"self", "self_greedy", "all"}:
+            jobs.append((target.model, True))
+        if target.stronger and needed & {"stronger", "all"}:
+            jobs.append((target.stronger, True))
+        if needed & {"peers", "all"}:
+            jobs += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
+        files = []
+        for source in FIXED_SOURCES:
+            if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
+                files.append(self.dir / "responses" / f"{source}-{generate_key(source, prompts)}.jsonl")
+                self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
+        for source, greedy in jobs:
+            config = GenerationConfig(greedy=greedy, **base)
+            mode = "greedy" if greedy else f"k{g.samples}"
+            key = generate_key(answer_identity(source, config), prompts)
+            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"
+            self._timed(f"generate {models.model_label(source)} {mode}",
+                        lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
+            files.append(path)
+        return files
+
+    def sources_needed(self, target: TargetSpec) -> set[str]:
+        """Source aliases that the target's recipes draw from (only these are generated)."""
+
+        needed: set[str] = set()
+        for name in self.config.recipes_for(target):
+            if name != SFT:
+                recipe = load_recipe(name)
+                needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
+        return needed
+
+    def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores,
+                  prompt_ids: set[str] | None = None) -> Path:
+        """Pairs by one recipe, from the answers to the configured prompts (``prompt_ids``) only, keyed by the
+        content of those answers and of the scores they are ranked by."""
+
+        recipe = load_recipe(recipe_name)
+        build = BuildConfig(stronger=target.stronger or models.STRONGER_MODEL, peers=list(target.peers),
+                            seed=self.config.seed, reward_model=None)
+        responses = [r for r in read_responses(response_files) if prompt_ids is None or r.prompt_id in prompt_ids]
+        key = build_key(recipe, responses, scores, build)
+        out = self.dir / "pairs" / slug(models.model_label(target.model)) / f"{recipe_name}-{key}.jsonl"
+        if not out.exists():
+            summary = BuildSummary(recipe=recipe.name, target=target.model)
+            pairs = build_pairs(recipe, responses, scores if recipe.needs_scores else None,
+                                target=target.model, config=build, summary=summary)
+            if not pairs:
+                raise InputError(f"recipe '{recipe_name}' built no pairs for {target.model} (see the build counts)")
+            write_pairs(pairs, out, summary, response_files)
+        return out
+
+    def run(self) -> dict[str, Any]:
+
+        self.manifest["versions"] = package_versions(
+            "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
+        prompts = self._timed("prompts", self.training_prompts)
+        self.manifest["n_training_prompts"] = len(prompts)
+        # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
+        self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
+        for target in self.config.targets:
+            self.run_target(target, prompts)
+        self._save()
+
+        return write_report(self.dir)
+
+    def run_target(self, target: TargetSpec, prompts) -> None:
+        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate."""
+        label = models.model_label(target.model)
+        recipes = self.config.recipes_for(target)
+        needs_pairs = [r for r in recipes if r != SFT]
+        response_files = self.responses_for(target, prompts) if needs_pairs else []
+        self._save()
+        scores = None
+        if response_files:
+
+            responses = read_responses(response_files)
+            scores = self._timed(f"score {label}", lambda: self.score(responses))
+        prompt_ids = {p.id for p in prompts}
+        for recipe in recipes:
+            entry = self._entry(label, recipe)
+            model_for_eval = target.model
+            if recipe != SFT:
+                model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
+            self.evaluate_configuration(target, recipe, entry, model_for_eval)
+
+    def score(self, responses) -> list:
+        """The reward model's scores of every answer (appended to one scores file per reward model)."""
+
+        return score_responses(responses, self.config.reward_model,
+                               self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
+                               ScoreConfig(device=self.config.device, dtype=self.config.dtype))
+
+    def train_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
+                            scores, prompt_ids: set[str]) -> str:
+        """Build (and debias) the recipe's pairs, audit them, train on them; returns the trained model's folder."""
+
+        label = models.model_label(target.model)
+        variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
+        pairs = self._timed(f"build {label} {variant.base or recipe}",
+                            lambda: self.pairs_for(target, variant.base or recipe, response_files, scores, prompt_ids))
+        if variant.base:
+            entry["base"] = variant.base
+        if variant.debias:
+            pairs, entry["debias"] = self._timed(f"debias {label} {recipe}", lambda: self.debias(target, pairs, variant))
+        entry["pairs"] = str(pairs)
+        entry["data"] = pairs_data(pairs)
+        if self.config.audit:
+            entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
+        entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
+        self._save()
+        return entry["training"]["out_dir"]
+
+    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
+        """Safety, then answer quality on benign prompts and general ability, each as the config asks."""
+        label = models.model_label(target.model)
+        entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
+        self._save()
+        if self.config.benign:
+            entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
+            self._save()
+        if self.config.general:
+            entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
+            self._save()
+
+    def audit(self, pairs_path: Path) -> str:
+
+        spec = self.config.audit
+        key = audit_key(pairs_path, spec.model_dump(), self.config.seed)
+        out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
+        if not (out / "audit.json").exists():
+            audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
+                                                            seed=self.config.seed, device=self.config.device,
+                                                            dtype=self.config.dtype), out)
+        return str(out / "audit.json")
+
+    def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
+        """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
+
+        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
+                    "target": target.model, "seed": self.config.seed}
+        if self.config.generation.batch_size:
+            settings["batch_size"] = self.config.generation.batch_size
+        key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings)
+        out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
+        if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
+            # where the rewrite runs is provenance, not part of the key
+            debias_pairs(read_pairs(pairs_path), DebiasConfig(**settings, device=self.config.device,
+                                                              dtype=self.config.dtype), out,
+                         {str(pairs_path): file_fingerprint(pairs_path)})
+        return out, str(summary_path(out))
+
+    def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+
+        config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
+        key = train_key(models.weights_fingerprint(target.model), pairs_path, config)
+        out = self.dir / "models" / f"{pairs_path.stem}-{key}"
+        summary_path = out / "train_summary.json"
+        if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
+            self._train_now(target, pairs_path, out, config)
+        summary = json.loads(summary_path.read_text())
+        return {"out_dir": str(out), "dynamics": str(out / "dynamics.jsonl"), "summary": str(summary_path),
+                "final_loss": summary["final_loss"], "steps": summary["steps"]}
+
+    def _train_now(self, target: TargetSpec, pairs_path: Path, out: Path, config) -> None:
+        """In this process, or through accelerate launch when several GPUs are visible (see safepref.training.launch)."""
+
+        release_engines()  # a vLLM engine holds most of the GPU's memory
+        launch, gpus = self.config.launch_for(target), visible_gpus()
+        if launch.uses_accelerate(gpus) and self.config.device in ("auto", "cuda"):
+            train_with_accelerate(target.model, pairs_path, out, config, launch, gpus)
+        else:
+            train_dpo(target.model, pairs_path, out, config, device=self.config.device)
+
+    def safety(self, model: str) -> list[str]:
+
+        spec = self.config.safety
+        summaries = []
+        for suite in spec.suites:
+            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
+                                      judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
+                                      seed=self.config.seed, judge_model=spec.judge_model,
+                                      backend=self.config.generation.backend, device=self.config.device,
+                                      dtype=self.config.dtype)
+            key = safety_key(models.weights_fingerprint(model), config)
+            out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
+            if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
+                evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
+            summaries.append(str(out / "summary.json"))
+        return summaries
+
+    def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
+        """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
+        eval-safety answered; both answer sets are shared through ``benign/answers``."""
+
+        spec = self.config.benign
+        config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
+                                  max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
+                                  reward_model=self.config.reward_model, device=self.config.device,
+                                  dtype=self.config.dtype)
+        key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
+                         [Path(p) for p in safety_summaries])
+        out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
+        if not (out / "summary.json").exists():
+            evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
+                            safety_dirs=[Path(p).parent for p in safety_summaries])
+        return str(out / "summary.json")
+
+    def general(self, model: str) -> str:
+
+        spec = self.config.general
+        config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
+                             batch_size=spec.batch_size, seed=self.config.seed)
+        out = self.dir / "general" / f"{slug(models.model_label(model))}-{general_key(models.weights_fingerprint(model))}"
+        release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
+        evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
+        return str(out / "general.json")
+
+
+def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths."""
+    config = load_config(config_path)
+    run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
+    return Run(config, run_dir, config_path).run()
+
+
+def pairs_data(pairs_path: Path) -> dict[str, Any]:
+    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
+
+    pairs = read_pairs(pairs_path)
+    ids = {prompt_id(pair.prompt_text) for pair in pairs}
+    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
+
