@@ -268,12 +268,14 @@ class Run:
     def audit(self, pairs_path: Path) -> str:
 
         spec = self.config.audit
-        key = audit_key(pairs_path, spec.model_dump(), self.config.seed)
+        key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
                                                             seed=self.config.seed, device=self.config.device,
-                                                            dtype=self.config.dtype), out)
+                                                            dtype=self.config.dtype,
+                                                            diagnostics_judge=spec.diagnostics_judge,
+                                                            diagnostics_pairs=spec.diagnostics_pairs), out)
         return str(out / "audit.json")
 
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
