@@ -146,6 +146,26 @@ def precision_key(dtype_name: str) -> dict[str, str]:
     return {} if dtype_name == "float32" else {"dtype": dtype_name}
 
 
+def precision_record(device: str = "auto", dtype: str = "auto") -> dict[str, Any]:
+    """What the precision policy chose for each workload of a run (for its manifest): the dtype and why, the CPU's
+    bfloat16 flags and the measured speedups. On CUDA ``auto`` depends on each model's size: recorded as such."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and check_dtype(dtype) == "auto":
+        workloads = {name: {"dtype": "auto", "reason": "per model size on CUDA (each artifact records its own)"}
+                     for name in BF16_WORKLOADS}
+    else:
+        workloads = {}
+        for name in BF16_WORKLOADS:
+            chosen, reason = choose_dtype(resolved, dtype, None, name)
+            workloads[name] = {"dtype": str(chosen).removeprefix("torch."), "reason": reason}
+        if workloads["training"]["dtype"] == "bfloat16":
+            workloads["training"]["dtype"] = "bfloat16 autocast over float32 weights"
+    speedups = cpu_bf16_speedups() if resolved.type == "cpu" else None
+    return {"device": str(resolved), "requested": check_dtype(dtype), "workloads": workloads,
+            "cpu_bf16_flags": sorted(cpu_flags() & set(BF16_FLAGS)), "cpu_bf16_speedups": speedups,
+            "margin": BF16_MARGIN}
+
+
 # ---------------------------------------------------------------------------------------------- CPU bfloat16
 
 
@@ -190,14 +210,15 @@ def _cached_speedups(flags: frozenset[str]) -> dict[str, float]:
 
 def measure_bf16_speedups(repeats: int = 3) -> dict[str, float]:
     """Time a stack of SmolLM2-135M-shaped blocks (width 576, MLP 1536) in float32 and in bfloat16: ``inference``
-    runs it forward with bfloat16 weights over 8 x 128 tokens and over 64 rows of one token (a decoding step);
-    ``training`` runs forward and backward over 8 x 128 tokens under autocast with float32 weights. The best of
-    ``repeats`` runs of each, interleaved, so a moment of load elsewhere hits both sides. About 2 s on 2 cores."""
+    runs it forward with bfloat16 weights over 4 x 128 tokens and 8 times over 64 rows of one token (decoding steps);
+    ``training`` runs forward and backward over 4 x 128 tokens under autocast with float32 weights. The best of
+    ``repeats`` runs of each, interleaved, so a moment of load elsewhere hits both sides. A few seconds on 2 idle
+    cores (a minute when they are shared with other work); once per machine."""
     # torch loads in seconds: imported only where used
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    width, hidden, layers = 576, 1536, 4
+    width, hidden, layers = 576, 1536, 2
 
     def block() -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Linear(width, 3 * width), torch.nn.Linear(3 * width, width),
@@ -206,13 +227,13 @@ def measure_bf16_speedups(repeats: int = 3) -> dict[str, float]:
     model = torch.nn.Sequential(*(block() for _ in range(layers)))
     low = torch.nn.Sequential(*(block() for _ in range(layers))).to(torch.bfloat16)
     low.load_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()})
-    prompts = torch.randn(8 * 128, width, generator=generator)
+    prompts = torch.randn(4 * 128, width, generator=generator)
     step = torch.randn(64, width, generator=generator)
 
     def infer(net: torch.nn.Module, dtype: Any) -> None:
         with torch.inference_mode():
             net(prompts.to(dtype))
-            for _ in range(16):
+            for _ in range(8):
                 net(step.to(dtype))
 
     def train(autocast: bool) -> None:
