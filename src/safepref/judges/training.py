@@ -25,7 +25,7 @@ from safepref.core.io import file_fingerprint, write_json_atomic
 from safepref.core.stats import agreement
 from safepref.judges import framings, non_answers
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
-from safepref.judges.head import Head, TrainedJudge
+from safepref.judges.head import Head
 from safepref.judges.training_data import Example, base_source, data_files, labelled_sources
 
 LABELS = {"harm": "harm", "refusal": "refusal"}
