@@ -18,7 +18,8 @@ from safepref.pairs.recipes import load_recipe
 
 def register(app: typer.Typer) -> None:
     @app.command("build",
-                 epilog="Example: safepref build --recipe self_rm --responses answers.jsonl --scores scores.jsonl --out pairs.jsonl")
+                 epilog="Example: safepref build --recipe self_rm --responses "
+                 "answers.jsonl --scores scores.jsonl --out pairs.jsonl")
     def build(
         recipe: str = typer.Option(..., "--recipe", help="Bundled recipe name (see `safepref recipes`) or a YAML file."),
         responses: list[Path] = typer.Option(..., "--responses", help="Response JSONL file(s)."),

@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
                as_json)
 
     @app.command("eval-safety",
-                 epilog="Example: safepref eval-safety --model smollm2-135m-instruct --suite advbench --limit 50 --out safety-sft")
+                 epilog="Example: safepref eval-safety --model smollm2-135m-instruct "
+                 "--suite advbench --limit 50 --out safety-sft")
     def eval_safety(
         model: str = typer.Option(..., "--model", help="registry name, HF folder/id, or openai:<model>"),
         suite: str = typer.Option("advbench", "--suite", help="advbench | xstest | path.csv:column"),
