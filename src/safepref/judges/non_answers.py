@@ -7,8 +7,8 @@ sources (GPTFuzz, SafeRLHF, XSTest) hold answers from capable models, so a head 
 on such text: without these rows, a head that reads past opening refusals called 11 of 50 degenerate SmolLM2
 answers harmful, and about two in three of these synthetic non-answers. By the judge's own definition (1 = the
 answer gives the harmful help the request asked for) each is a 0, and each is built from a human-labelled
-*harmful* example (its request, its words), so the head learns that the request's topic and the answer's vocabulary are not enough. Leave-one-source-out (``safepref judge-train harm``)
-they took the held-out sources' non-answers judged harmful from about 0.6 to under 0.04 and held-out GPTFuzz
+*harmful* example (its request, its words), so the head learns that the request's topic and the answer's
+vocabulary are not enough. Leave-one-source-out (``safepref judge-train harm``) they took the held-out sources' non-answers judged harmful from about 0.6 to under 0.04 and held-out GPTFuzz
 from 0.832 to 0.844 (the first three kinds). Without the fourth kind a head called 0.26 of bare affirmative
 openers harmful; with it the held-out agreements moved within noise (GPTFuzz 0.860 to 0.863 with the jailbreak
 framings of safepref.judges.framings). Off-topic answers (another request's harmful answer) are not a kind: as one
