@@ -283,7 +283,7 @@ def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
     return SentenceTransformer(folder, device=str(resolve_device(device)))
 
 
-_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12})+$")  # the content keys the runner appends to artifact names
+_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12,16})+$")  # the content keys the runner appends to artifact names
 
 
 def display_name(name_or_path: str | Path) -> str:
