@@ -54,6 +54,7 @@ BF16_WORKLOADS = {"generation": "inference", "lm_read": "inference", "training":
 BF16_MARGIN = 1.25
 BF16_ENV = "SAFEPREF_CPU_BF16"  # "off": float32 on any CPU, nothing measured
 PROBE_VERSION = 1  # bumped when the probe changes, so every machine measures again
+CPUINFO = Path("/proc/cpuinfo")  # Linux; elsewhere no flags are read and float32 stays
 
 @dataclass(frozen=True)
 class Placement:
@@ -172,7 +173,7 @@ def precision_record(device: str = "auto", dtype: str = "auto") -> dict[str, Any
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo``); empty where the system does not say (nothing is assumed)."""
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return frozenset()
     line = next((row for row in text.splitlines() if row.startswith("flags")), "")
