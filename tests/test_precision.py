@@ -200,3 +200,17 @@ def test_training_takes_mixed_precision_over_float32_weights(cpu, tiny_model_dir
     assert math.isfinite(result.final_loss)
     identity = json.loads((tmp_path / "out" / "safepref-train-identity.json").read_text())
     assert identity["precision"] == "bfloat16 autocast"
+
+
+def test_a_bf16_generation_model_scores_its_logits_in_float32(cpu, tiny_model_dir):
+    from safepref.models.loading import load_model
+
+    model = load_model(str(tiny_model_dir), dtype="auto", workload="generation")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits
+        hidden = model.model(input_ids=ids).last_hidden_state
+    assert model.dtype == torch.bfloat16 and logits.dtype == torch.float32
+    reference = hidden.float() @ load_model(str(tiny_model_dir)).lm_head.weight.T
+    assert torch.allclose(logits, reference, atol=1e-2)  # the float32 head on the bfloat16 states
+    assert load_model(str(tiny_model_dir), dtype="auto", workload="lm_read").lm_head.weight.dtype == torch.bfloat16
