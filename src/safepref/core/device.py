@@ -49,8 +49,10 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Workloads whose bfloat16 results were checked against float32's (benchmarks/bench_bf16.py), each with the kind of
 # work the probe times for it: inference (weights in bfloat16) or training (autocast over float32 weights).
 BF16_WORKLOADS = {"generation": "inference", "lm_read": "inference", "training": "training"}
-# bfloat16 only where it is at least this much faster than float32: below it, the answers that change (see
-# bench_bf16.py) buy too little time, and the probe itself varies by about 10% on a busy 2-core machine.
+# bfloat16 only where it is at least this much faster than float32: below it, the answers that change (about half of
+# SmolLM2's 48-token greedy answers differ somewhere: benchmarks/bench_bf16.py) buy too little time, and the probe's
+# own figure moved by up to 15% between runs on the shared 2-core machine (inference 1.60-1.89x, training
+# 1.45-1.65x: ``python -c "from safepref.core.device import measure_bf16_speedups as m; print(m())"``).
 BF16_MARGIN = 1.25
 BF16_ENV = "SAFEPREF_CPU_BF16"  # "off": float32 on any CPU, nothing measured
 PROBE_VERSION = 1  # bumped when the probe changes, so every machine measures again
