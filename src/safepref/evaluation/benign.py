@@ -36,7 +36,7 @@ from safepref.core.paths import slug
 from safepref.core.records import Prompt, Response, response_id
 from safepref.core.stats import wilson_interval
 from safepref.evaluation.answer_quality import answer_quality, collapse_reasons, words
-from safepref.generation.generate import GenerationConfig, answer_identity, generate_responses, generation_dtype
+from safepref.generation.generate import GenerationConfig, answer_identity, generate_responses
 from safepref.judges import judge_fingerprints
 from safepref.models import loading as models
 from safepref.scoring.score import ScoreConfig, score_responses
@@ -115,7 +115,8 @@ def _generation(config: BenignEvalConfig):
 
 def answers_path(model: str, config: BenignEvalConfig, answers_dir: Path) -> Path:
     generation = _generation(config)
-    precision = precision_key(generation_dtype(model, generation)) if not model.startswith("openai:") else {}
+    precision = {} if model.startswith("openai:") else precision_key(
+        models.dtype_name_for(model, config.device, config.dtype, workload="generation"))
     key = stage_key("eval_benign", model_identity(model), generation.settings(), *([precision] if precision else []))
     return answers_dir / f"answers-{slug(models.model_label(model))}-{key}.jsonl"
 

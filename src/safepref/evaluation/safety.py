@@ -187,7 +187,7 @@ def _asr(judged: list[Verdict]) -> dict[str, Any]:
 
 def safety_key(model_fingerprint: str, config: SafetyEvalConfig, answer_dtype: str = "float32") -> str:
     """The safety evaluation's content key: the evaluated weights, the suite, attacks and decoding settings, the
-    precision the answers are made in (``answer_dtype``: ``generation.generate.generation_dtype``; absent when float32)
+    precision the answers are made in (``answer_dtype``, ``models.loading.dtype_name_for`` for generation; absent when float32)
     and the fingerprint of every judge asked for (with the precision of its LM read)."""
     return stage_key("eval_safety", model_fingerprint, config.key_dump(), *([precision_key(answer_dtype)]
                                                                             if answer_dtype != "float32" else []),

@@ -129,8 +129,7 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
 
 
 def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
-    """What an answer is a function of, besides its prompt: decoding settings, backend, the model's weights and the
-    precision it computes in (``dtype``, present unless float32, so keys made before precision was keyed stay).
+    """What an answer is a function of besides its prompt: decoding settings, backend, weights, ``dtype`` (not float32).
 
     Recorded on every generated row; a file whose rows disagree is never resumed into. ``num_samples`` is left out:
     each row has its own seed, so answer i is the same whether 3 or 5 were asked for.
@@ -138,13 +137,9 @@ def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
     settings = {k: v for k, v in config.settings().items() if k != "num_samples"}
     backend = "openai" if source.startswith("openai:") else (None if config.backend == "transformers" else
                                                                config.backend)
-    precision = {} if backend == "openai" else precision_key(generation_dtype(source, config))
+    precision = {} if backend == "openai" else precision_key(
+        models.dtype_name_for(source, config.device, config.dtype, workload="generation"))
     return {**settings, "backend": backend, "weights": models.weights_fingerprint(source), **precision}
-
-
-def generation_dtype(source: str, config: GenerationConfig) -> str:
-    """The precision a model answers in under ``config`` (the device policy's, for the generation workload)."""
-    return models.dtype_name_for(source, config.device, config.dtype, workload="generation")
 
 
 def _row_key(row: dict[str, Any]) -> str:
