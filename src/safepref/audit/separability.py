@@ -100,7 +100,8 @@ def audit_pairs(pairs: list[Pair], config: AuditConfig, out_dir: str | Path | No
     summary["risk"] = worst["risk"]
     summary["verdict"] = worst["verdict"]
     summary["warnings"] = warnings
-    summary["pair_diagnostics"] = run_pair_diagnostics(pairs, config.diagnostics_judge, config.diagnostics_pairs)
+    summary["pair_diagnostics"] = run_pair_diagnostics(pairs, config.diagnostics_judge, config.diagnostics_pairs,
+                                                       config.dtype)
     if out is not None:
         _write_summary(summary, out)
     return summary
@@ -150,9 +151,9 @@ def _write_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def audit_key(pairs_path: Path, settings: dict[str, Any], seed: int,
-              diagnostics_judge: str = DEFAULT_DIAGNOSTICS) -> str:
+              diagnostics_judge: str = DEFAULT_DIAGNOSTICS, dtype: str = "auto") -> str:
     """The audit's content key: the pairs file's bytes, the audit settings and seed, the embedding length, and the
-    diagnostics choice with the fingerprints of the judges it names (none: no judge)."""
+    diagnostics choice with the fingerprints of the judges it names (none: no judge; ``dtype``: their LM reads')."""
     judges = diagnostics_judges(diagnostics_judge) or ()
     return content_key(file_fingerprint(pairs_path), settings, seed, EMBED_TOKENS, diagnostics_judge,
-                       judge_fingerprints(list(judges)))
+                       judge_fingerprints(list(judges), dtype))

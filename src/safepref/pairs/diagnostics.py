@@ -12,7 +12,8 @@ Which judges (``DIAGNOSTICS_JUDGES``, ``--diagnostics-judge``): ``fast`` (the de
 ``refusal`` heads with it; ``none`` skips the diagnostics. The LM read is what a diagnostic cannot afford on 2
 cores: at ~10 answers/s the ``harm`` head took ~190 s of a 299 s audit of 2,000 HH pairs (8.5x its bare-encode
 anchor), while the fast heads read the answer's MiniLM pass that the audit's ``embed`` features already made, and
-add only the requests' passes (``benchmarks/bench_audit.py``). The price is agreement with held-out human labels:
+add only the requests' passes: with them the same audit took 0.77-1.20x its anchor on the shared 2-core machine
+(``python benchmarks/bench_audit.py``). The price is agreement with held-out human labels:
 ``harm-fast`` 0.806 pooled against ``harm``'s 0.829, ``refusal-fast`` 0.931 against 0.944 (the heads' cards).
 This is the paper's mechanism made visible: multi-model recipes tend to choose
 the answer of another model, which may differ from the rejected one more in length and wording than in safety.
@@ -48,18 +49,20 @@ def diagnostics_judges(choice: str) -> tuple[str, str] | None:
 
 
 def run_pair_diagnostics(pairs: list[Pair], choice: str = DEFAULT_DIAGNOSTICS,
-                         max_judged_pairs: int | None = MAX_JUDGED_PAIRS) -> dict[str, Any] | None:
-    """:func:`pair_diagnostics` with the judges of a ``--diagnostics-judge`` choice (None for ``none``)."""
+                         max_judged_pairs: int | None = MAX_JUDGED_PAIRS, dtype: str = "auto") -> dict[str, Any] | None:
+    """:func:`pair_diagnostics` with the judges of a ``--diagnostics-judge`` choice (None for ``none``); ``dtype`` is
+    the precision of their LM reads (``full``)."""
     judges = diagnostics_judges(choice)
     if judges is None:
         return None
-    return {**pair_diagnostics(pairs, *judges, max_judged_pairs=max_judged_pairs), "diagnostics_judge": choice}
+    return {**pair_diagnostics(pairs, *judges, max_judged_pairs=max_judged_pairs, dtype=dtype),
+            "diagnostics_judge": choice}
 
 
-def _labels(judge_name: str, pairs: list[Pair]) -> tuple[list[int | None], list[int | None]]:
+def _labels(judge_name: str, pairs: list[Pair], dtype: str = "auto") -> tuple[list[int | None], list[int | None]]:
     """The judge's 0/1 label (None = unjudged) for the chosen and the rejected side of every pair."""
 
-    judge = get_judge(judge_name)
+    judge = get_judge(judge_name, dtype=dtype)
     # the last user turn, not the whole transcript: the judge reads the request's first 64 word pieces, and the
     # harm judge's labelled data are single requests
     rows = [JudgeInput(id=f"{p.id}|{side}", prompt=p.request_text, response=text)
@@ -95,7 +98,7 @@ def judged_sample(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[P
 
 
 def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_judge: str = REFUSAL_JUDGE,
-                     max_judged_pairs: int | None = MAX_JUDGED_PAIRS) -> dict[str, Any]:
+                     max_judged_pairs: int | None = MAX_JUDGED_PAIRS, dtype: str = "auto") -> dict[str, Any]:
     """Harmful and refusal shares of each side (with the paired gap), and the mean length of each side."""
     judged = judged_sample(pairs, max_judged_pairs)
     chosen_words = [float(len(p.chosen_text.split())) for p in pairs]
@@ -106,8 +109,8 @@ def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_ju
         "harm_judge": harm_judge,
         "refusal_judge": refusal_judge,
         "judged_pairs": len(judged),
-        "harmful": side_comparison(*_labels(harm_judge, judged)) if judged else None,
-        "refusal": side_comparison(*_labels(refusal_judge, judged)) if judged else None,
+        "harmful": side_comparison(*_labels(harm_judge, judged, dtype)) if judged else None,
+        "refusal": side_comparison(*_labels(refusal_judge, judged, dtype)) if judged else None,
         "length_unit": LENGTH_UNIT,
         "length": {"chosen": mean_interval(chosen_words), "rejected": mean_interval(rejected_words),
                    "chosen_longer": rate(longer, len(pairs))},

@@ -269,7 +269,7 @@ class Run:
     def audit(self, pairs_path: Path) -> str:
 
         spec = self.config.audit
-        key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge)
+        key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge, self.config.dtype)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
