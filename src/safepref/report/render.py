@@ -11,6 +11,7 @@ import yaml
 from safepref.judges import agreement_note
 from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
+from safepref.report.comparisons import COMPARISON_HEADER, comparison_cells, comparison_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
 from safepref.report.published import published_html, published_markdown
@@ -32,8 +33,26 @@ def _rate_cell(result: dict[str, Any] | None, value: str, ci: str) -> str:
         return f"all unjudged ({result['unjudged']})"
     if result[value] is None:
         return "–"
-    text = f"{result[value]:.2f} {_ci(result[ci])}"
+    text = f"{result[value]:.2f} {_ci(result[ci])}" + _spread_text(result.get("seed_spread"))
     return text + f" ⚠ {result['unjudged']} unjudged" if result.get("unjudged_flag") else text
+
+
+def _spread_text(spread: dict[str, Any] | None) -> str:
+    """Seeds' range and standard deviation, after a rate pooled over seeds."""
+    if not spread:
+        return ""
+    return f" (seeds {spread['min']:.2f}–{spread['max']:.2f}, sd {spread['sd']:.2f})"
+
+
+def _seed_cells(result: dict[str, Any], value: str, ci: str) -> str:
+    """Each seed's rate with its Wilson interval, then the spread."""
+    seeds = result.get("seeds")
+    if not seeds:
+        return ""
+    cells = "; ".join(f"seed {s['seed']}: " + ("–" if s[value] is None else f"{s[value]:.2f} {_ci(s[ci])}")
+                      for s in seeds)
+    spread = result.get("seed_spread")
+    return cells + (f"; sd {spread['sd']:.2f}" if spread else "")
 
 
 def _ci(values: list[float] | None) -> str:
@@ -73,8 +92,9 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
     collapsed = " (answers collapsed)" if comparison.get("collapsed") else ""
     text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
-    if "difference_ci95" in comparison:
-        text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
+    if comparison.get("difference_ci95") is not None:
+        detail = comparison_text(comparison, comparison["configuration"], "Self+RM")
+        text += f" ({gap_word} {detail}: {comparison.get('verdict_text', '')})"
     return text
 
 
@@ -97,10 +117,11 @@ def _check_detail(check: dict[str, Any], gap_word: str) -> str:
 def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>safepref report: {html.escape(str(results['name']))}</h1>",
              f"<p>Training prompts: n={results.get('n_training_prompts')} (set "
-             f"{html.escape(str(results.get('training_prompt_set')))}); seed {results.get('seed')}. "
-             "Every rate shows n and a 95% interval.</p>"]
+             f"{html.escape(str(results.get('training_prompt_set')))}); {html.escape(_seeds_text(results))}. "
+             "Every rate shows n and a 95% interval. " + html.escape(COMPARISONS_NOTE) + "</p>"]
     for target, rows in results["targets"].items():
-        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), benign_html(rows, _table),
+        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), *_html_categories(rows),
+                  *_html_against_sft(results, target), benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
     parts += published_html(results, _table)
@@ -112,6 +133,70 @@ def render_html(results: dict[str, Any]) -> str:
              ".warn{background:#fff4e0;border:1px solid #e0a040;padding:0.3em 1em;margin:1em 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>safepref: {html.escape(str(results['name']))}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+COMPARISONS_NOTE = ("Two configurations answered the same prompts, so they are compared prompt by prompt: the "
+                    "difference with a paired 95% interval (Newcombe's method 10; with seeds pooled, a bootstrap over "
+                    "prompts keeping each prompt's seeds together), McNemar's exact p (seeds pooled: sign flips within "
+                    "prompts), the discordant prompts, and the smallest difference the comparison could detect (80% "
+                    "power, two-sided 5%, Connor 1987). Verdicts read the interval and that resolution together: "
+                    "'no measurable difference' means the interval rules out every difference the comparison could "
+                    "detect; 'direction only' and 'too little evidence' mean it could not tell. Comparisons marked "
+                    "unpaired compare different prompt sets.")
+
+
+def _seeds_text(results: dict[str, Any]) -> str:
+    seeds = results.get("seeds") or [results.get("seed")]
+    if len(seeds) > 1:
+        return (f"training seeds {', '.join(map(str, seeds))} (each configuration trained and evaluated once per "
+                "seed on the same pairs; rates pooled over seeds, each seed's beside them)")
+    return f"seed {seeds[0]}"
+
+
+def _html_categories(rows: dict[str, Any]) -> list[str]:
+    """ASR per category of suites whose behaviours carry one (JailbreakBench, HarmBench), with n per category."""
+    parts = []
+    suites = sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str)
+    for suite in suites:
+        header, body = category_table(rows, suite)
+        parts.append(f"<h3>ASR per category, {html.escape(str(suite))} (n prompts per category in brackets)</h3>"
+                     + _table(header, body))
+    return parts
+
+
+def category_table(rows: dict[str, Any], suite: str) -> tuple[list[str], list[list[str]]]:
+    """Rows: configuration x attack x judge; columns: the suite's categories, "ASR (n)"."""
+    found = [c for row in rows.values() for c in row.get("categories") or [] if c["suite"] == suite]
+    categories = sorted({c["category"] for c in found})
+    header = ["configuration", "attack", "judge", *categories]
+    body = []
+    for row in rows.values():
+        keys = sorted({(c["attack"], c["judge"]) for c in row.get("categories") or [] if c["suite"] == suite})
+        for attack, judge in keys:
+            cells = {c["category"]: c for c in row["categories"]
+                     if (c["suite"], c["attack"], c["judge"]) == (suite, attack, judge)}
+            body.append([row["label"], attack, judge, *[
+                "–" if cells.get(k) is None or cells[k]["asr"] is None else f"{cells[k]['asr']:.2f} ({cells[k]['n']})"
+                for k in categories]])
+    return header, body
+
+
+AGAINST_SFT_HEADER = ["configuration", "suite", "attack", "measure", "rate", "SFT", *COMPARISON_HEADER, "verdict"]
+
+
+def against_sft_rows(comparisons: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per configuration x suite x attack x measure: both rates, the paired comparison, its verdict."""
+    return [[c["configuration"], str(c["suite"]), c["attack"], c["measure"], f"{c['value']:.2f}", f"{c['sft']:.2f}",
+             *comparison_cells(c), c["verdict_text"]] for c in comparisons]
+
+
+def _html_against_sft(results: dict[str, Any], target: str) -> list[str]:
+    comparisons = (results.get("against_sft") or {}).get(target) or []
+    if not comparisons:
+        return []
+    return ["<h3>Each configuration against SFT, prompt by prompt (Δ = configuration − SFT; discordant: prompts "
+            "positive under the configuration only / under SFT only)</h3>"
+            + _table(AGAINST_SFT_HEADER, against_sft_rows(comparisons))]
 
 
 def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -> list[str]:
@@ -131,8 +216,8 @@ def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -
         body = [[check["claim"], _check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
                 for check in checks]
         parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
-                     + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
-                               "verdict"], body))
+                     + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, paired 95% CI, "
+                               "p, discordant prompts, the gap it could detect: verdict)", "verdict"], body))
     return parts
 
 
@@ -145,13 +230,17 @@ def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
         image = asr_figure(target, rows, attack, suite)
         if image:
             parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
+    seeded = any(r.get("seeds") for row in rows.values() for r in row["safety"])
     body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
-             _ci(r.get("asr_ci95")), _unjudged_text(r),
+             _ci(r.get("asr_ci95")), *([_seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
             for row in rows.values() for r in row["safety"]]
-    parts.append("<h3>Attack success rate</h3>" + _table(
-        ["configuration", "suite", "attack", "judge", "n", "ASR", "95% CI", "unjudged", "mean 1-5 score"], body))
+    parts.append("<h3>Attack success rate" + (" (pooled over seeds: mean over prompts of each prompt's mean over "
+                                              "seeds, 95% bootstrap interval over prompts)" if seeded else "")
+                 + "</h3>" + _table(
+        ["configuration", "suite", "attack", "judge", "n", "ASR", "95% CI",
+         *(["per seed (95% Wilson CI)"] if seeded else []), "unjudged", "mean 1-5 score"], body))
     agreement = [[row["label"], a["attack"], " vs ".join(a["judges"]), a["n"],
                   "" if a["agreement"] is None else f"{a['agreement']:.2f}",
                   "" if a["kappa"] is None else f"{a['kappa']:.2f}"]
@@ -215,7 +304,8 @@ def _html_general(rows: dict[str, Any]) -> list[str]:
         for task in tasks:
             result = general.get(task)
             cells.append("" if not result or result["value"] is None else
-                         f"{result['value']:.3f} ± {result['stderr'] or 0:.3f} (n={result['n']})")
+                         f"{result['value']:.3f} ± {result['stderr'] or 0:.3f} (n={result['n']})"
+                         + _spread_text(result.get("seed_spread")))
         body.append([row["label"], *cells])
     metric = {t: next((row["general"][t]["metric"] for row in rows.values()
                        if row.get("general") and t in row["general"]), "") for t in tasks}
@@ -227,7 +317,8 @@ def _html_mitigations(results: dict[str, Any], target: str) -> list[str]:
     if not (results.get("mitigations") or {}).get(target):
         return []
     return ["<h3>Mitigations: each debiased configuration against its original (debiased vs original; "
-            "Δ = debiased − original ASR with a Newcombe 95% interval)</h3>"
+            "Δ = debiased − original, paired 95% interval, p, discordant prompts, the difference it could "
+            "detect)</h3>"
             + _table(*mitigation_table(results["mitigations"][target]))]
 
 
@@ -237,10 +328,20 @@ def _html_training(target: str, rows: dict[str, Any]) -> list[str]:
         return []
     trained = [[row["label"], row["training"]["steps"],
                 "" if row["training"]["final_loss"] is None else f"{row['training']['final_loss']:.3f}",
-                "" if row["training"].get("late_loss") is None else f"{row['training']['late_loss']:.3f}"]
+                ("" if row["training"].get("late_loss") is None else f"{row['training']['late_loss']:.3f}")
+                + _loss_seeds(row["training"])]
                for row in rows.values() if row.get("training")]
-    return ["<h3>DPO training dynamics</h3>" + f'<img alt="training curves" src="{image}">'
+    return ["<h3>DPO training dynamics (curves: the first seed)</h3>" + f'<img alt="training curves" src="{image}">'
             + _table(["configuration", "steps", "final loss", "mean loss, last quarter of steps"], trained)]
+
+
+def _loss_seeds(training: dict[str, Any]) -> str:
+    seeds = training.get("seeds")
+    if not seeds:
+        return ""
+    values = ", ".join("–" if s["late_loss"] is None else f"{s['late_loss']:.3f}" for s in seeds)
+    spread = training.get("late_loss_spread")
+    return f" (mean of seeds: {values}" + (f"; sd {spread['sd']:.3f})" if spread else ")")
 
 
 def _html_run_details(results: dict[str, Any]) -> list[str]:
@@ -260,7 +361,8 @@ def _html_run_details(results: dict[str, Any]) -> list[str]:
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The headline table per target (a row per configuration) and the paper checks, for a README or an issue."""
-    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, seed {results.get('seed')}"]
+    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, {_seeds_text(results)}", "",
+             COMPARISONS_NOTE]
     for target, rows in results["targets"].items():
         lines += ["", f"## {target}", "", *_headline_table(rows)]
         data = [row for row in rows.values() if row.get("data")]
@@ -277,10 +379,24 @@ def render_markdown(results: dict[str, Any]) -> str:
                       *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
         lines += benign_markdown(rows)
         lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
+        lines += _markdown_against_sft((results.get("against_sft") or {}).get(target) or [])
+        for suite in sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str):
+            header, body = category_table(rows, suite)
+            lines += ["", f"ASR per category, {suite} (n prompts per category in brackets):", "",
+                      "| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+                      *("| " + " | ".join(cells) + " |" for cells in body)]
     lines += mitigations_markdown(results.get("mitigations") or {})
     lines += published_markdown(results)
     lines += _markdown_timings(results)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_against_sft(comparisons: list[dict[str, Any]]) -> list[str]:
+    if not comparisons:
+        return []
+    return ["", "Each configuration against SFT, prompt by prompt (Δ = configuration − SFT):", "",
+            "| " + " | ".join(AGAINST_SFT_HEADER) + " |", "|---" * len(AGAINST_SFT_HEADER) + "|",
+            *("| " + " | ".join(cells) + " |" for cells in against_sft_rows(comparisons))]
 
 
 def _markdown_timings(results: dict[str, Any]) -> list[str]:
@@ -338,12 +454,14 @@ def _headline_cells(row: dict[str, Any], harm: list[tuple], refusal: list[tuple]
         found = ((row.get("audit") or {}).get("features") or {}).get(feature)
         cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
     training = row.get("training") or {}
-    cells.append(f"{training['late_loss']:.2f} ({training['steps']})" if training.get("late_loss") is not None
-                 else "–")
+    loss_spread = training.get("late_loss_spread")
+    cells.append(f"{training['late_loss']:.2f} ({training['steps']})"
+                 + (f" (seeds {loss_spread['min']:.2f}–{loss_spread['max']:.2f})" if loss_spread else "")
+                 if training.get("late_loss") is not None else "–")
     for task in tasks:
         found = (row.get("general") or {}).get(task)
-        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" if found and found["value"] is not None
-                     else "–")
+        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" + _spread_text(found.get("seed_spread"))
+                     if found and found["value"] is not None else "–")
     return cells
 
 

@@ -83,7 +83,8 @@ class Run:
         self.manifest_path = self.dir / "manifest.json"
         self.manifest: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"),
                                          "config_path": str(config_path) if config_path else None,
-                                         "seed": config.seed, "targets": {}, "timings": {}}
+                                         "seed": config.seed, "seeds": config.training_seeds(), "targets": {},
+                                         "timings": {}}
         if self.manifest_path.exists():
             previous = json.loads(self.manifest_path.read_text())
             self.manifest["timings"] = previous.get("timings", {})
@@ -219,12 +220,25 @@ class Run:
             responses = read_responses(response_files)
             scores = self._timed(f"score {label}", lambda: self.score(responses))
         prompt_ids = {p.id for p in prompts}
+        seeds = self.config.training_seeds()
         for recipe in recipes:
             entry = self._entry(label, recipe)
-            model_for_eval = target.model
-            if recipe != SFT:
-                model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
-            self.evaluate_configuration(target, recipe, entry, model_for_eval)
+            if recipe == SFT:  # nothing trained: greedy evaluation of the same weights does not depend on a seed
+                self.evaluate_configuration(target, recipe, entry, target.model)
+                continue
+            pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
+            per_seed = []
+            for seed in seeds:
+                # the first seed's results stay at the entry's top level, where a single-seed run keeps them
+                place = entry if seed == seeds[0] else {}
+                suffix = f" seed {seed}" if len(seeds) > 1 else ""
+                model = self.train_seed(target, recipe, place, pairs, variant, seed, suffix)
+                self.evaluate_configuration(target, recipe, place, model, suffix)
+                per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
+                                                  if k in place}})
+            if len(seeds) > 1:
+                entry["seeds"] = per_seed
+                self._save()
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -233,9 +247,10 @@ class Run:
                                self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
                                ScoreConfig(device=self.config.device, dtype=self.config.dtype))
 
-    def train_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
-                            scores, prompt_ids: set[str]) -> str:
-        """Build (and debias) the recipe's pairs, audit them, train on them; returns the trained model's folder."""
+    def prepare_pairs(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
+                      scores, prompt_ids: set[str]):
+        """Build (and debias) the recipe's pairs and audit them; returns the pairs file and the recipe. Every
+        training seed trains on these same pairs."""
 
         label = models.model_label(target.model)
         variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
@@ -249,20 +264,32 @@ class Run:
         entry["data"] = pairs_data(pairs)
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
-        entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
         self._save()
-        return entry["training"]["out_dir"]
+        return pairs, variant
 
-    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
+    def train_seed(self, target: TargetSpec, recipe: str, place: dict[str, Any], pairs: Path, variant, seed: int,
+                   suffix: str = "") -> str:
+        """Train the configuration with one seed; returns the trained model's folder. Without ``seeds`` in the
+        config the training settings keep their own seed, so single-seed runs keep their keys."""
+        label = models.model_label(target.model)
+        overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
+        place["training"] = self._timed(f"train {label} {recipe}{suffix}",
+                                        lambda: self.train(target, pairs, overrides))
+        self._save()
+        return place["training"]["out_dir"]
+
+    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str,
+                               suffix: str = "") -> None:
         """Safety, then answer quality on benign prompts and general ability, each as the config asks."""
         label = models.model_label(target.model)
-        entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
+        entry["safety"] = self._timed(f"safety {label} {recipe}{suffix}", lambda: self.safety(model))
         self._save()
         if self.config.benign:
-            entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
+            entry["benign"] = self._timed(f"benign {label} {recipe}{suffix}",
+                                          lambda: self.benign(target, model, entry["safety"]))
             self._save()
         if self.config.general:
-            entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
+            entry["general"] = self._timed(f"general {label} {recipe}{suffix}", lambda: self.general(model))
             self._save()
 
     def audit(self, pairs_path: Path) -> str:
@@ -320,7 +347,7 @@ class Run:
         summaries = []
         for suite in spec.suites:
             config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
-                                      judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
+                                      judges=spec.judges, limit=spec.limit_for(suite), max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
                                       dtype=self.config.dtype)
