@@ -333,7 +333,7 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
                                          rate_counts(other, "value"), rate_counts(result, "value"), kind="general")
                 comparisons.append(_comparison(rows[name]["label"], other["value"], found))
         if comparisons:
-            checks.append(_verdict(f"multi-model pairs keep general ability higher ({task}, {result['metric']}, "
+            checks.append(_verdict(f"multi-model pairs give higher general ability ({task}, {result['metric']}, "
                                    f"n={result['n']})", result["value"], comparisons, needs_ci=True))
     for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
         comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],

@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import visible_gpus
-from safepref.core.errors import InputError
+from safepref.core.errors import InputError, input_error_from
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
 from safepref.core.paths import slug
@@ -386,9 +388,16 @@ class Run:
         return str(out / "general.json")
 
 
-def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths."""
+def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Any]:
+    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths.
+    ``seeds`` replaces the config's training seeds."""
     config = load_config(config_path)
+    if seeds is not None:
+        try:
+            config = ExperimentConfig.model_validate({**config.model_dump(), "seeds": seeds})
+        except ValidationError as error:
+            raise input_error_from(error, context="--seeds") from None
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path).run()
 
