@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from safepref.core.errors import InputError
-from safepref.core.io import iter_jsonl
-from safepref.core.paired import pooled_rate, seed_spread
 from safepref.pairs.recipes import RECIPES_DIR, load_recipe
 from safepref.report.benign import add_collapse_check
 from safepref.report.comparisons import compare_outcomes, neutral_verdict, rate_counts, verdict_text, with_verdict
-from safepref.report.evidence import configuration_outcomes, decided, general_outcomes, seed_evaluations
+from safepref.report.evidence import configuration_outcomes, general_outcomes, seed_evaluations
 from safepref.report.mitigations import mitigation_rows
+from safepref.report.rows import configuration_row
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
           "peer_rm": "Peer+RM", "all_rm": "All+RM", "original": "Original", "self_rm": "Self+RM"}
@@ -71,7 +70,8 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             found = {"safety": configuration_outcomes([e.get("safety") or [] for e in evaluations]),
                      "general": general_outcomes([e.get("general") for e in evaluations])}
             outcomes.setdefault(target, {})[name] = found
-            rows[name] = _row(name, entry, evaluations, found)
+            rows[name] = configuration_row(entry, evaluations, found, LABELS.get(name) or recipe_label(name),
+                                           _group(name))
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "seed": manifest.get("seed"), "seeds": manifest.get("seeds") or [manifest.get("seed")],
@@ -84,124 +84,6 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             "against_sft": {target: against_sft(rows, outcomes.get(target) or {}) for target, rows in targets.items()},
             "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
             "mitigations": mitigation_rows(manifest, targets, outcomes)}
-
-
-def _row(name: str, entry: dict[str, Any], evaluations: list[dict[str, Any]], found: dict[str, Any]) -> dict[str, Any]:
-    """One configuration's row: its rates (pooled over seeds, with each seed's beside them), audit, training."""
-    row: dict[str, Any] = {"label": LABELS.get(name) or recipe_label(name), "group": _group(name)}
-    seeds = [e.get("seed") for e in evaluations]
-    if len(evaluations) > 1:
-        row["seeds"] = seeds
-    per_seed = []
-    for evaluation in evaluations:
-        safety = [s for s in (_load_json(p) for p in evaluation.get("safety") or []) if s]
-        per_seed.append({
-            "safety": [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])],
-            "refusal": [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])],
-            "judge_agreement": [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])],
-            "categories": [dict(r, suite=s.get("suite")) for s in safety for r in s.get("categories", [])],
-        })
-    for part, value, interval, measure in (("safety", "asr", "asr_ci95", "judge"),
-                                           ("refusal", "rate", "ci95", "measure")):
-        row[part] = _pooled_results([p[part] for p in per_seed], seeds, found["safety"], value, interval, measure)
-    row["judge_agreement"] = per_seed[0]["judge_agreement"]
-    row["categories"] = _mean_categories([p["categories"] for p in per_seed])
-    generals = [_load_json(e.get("general")) for e in evaluations]
-    row["general"] = _general_over_seeds([g.get("tasks") if g else None for g in generals], seeds)
-    row["benign"] = _load_json(evaluations[0].get("benign"))
-    if len(evaluations) > 1 and row["benign"]:
-        benign = [_load_json(e.get("benign")) or {} for e in evaluations]
-        row["benign"]["seeds"] = [{"seed": seed, "win_rate_vs_reference": b.get("win_rate_vs_reference"),
-                                   "refusal_rate": b.get("refusal_rate")} for seed, b in zip(seeds, benign, strict=True)]
-    audit = _load_json(entry.get("audit"))
-    if audit:
-        row["audit"] = {
-            "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
-            "features": {k: {"accuracy": v["accuracy"], "accuracy_ci": v["accuracy_ci"],
-                             "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
-            "pair_diagnostics": audit.get("pair_diagnostics"),
-        }
-    if entry.get("data"):
-        row["data"] = entry["data"]
-    trained = [(e.get("seed"), e["training"]) for e in evaluations if e.get("training")]
-    if trained:
-        row["training"] = _training_over_seeds([t for _, t in trained], [seed for seed, _ in trained])
-    return row
-
-
-def _pooled_results(per_seed: list[list[dict[str, Any]]], seeds: list, outcomes: dict, value: str, interval: str,
-                    measure: str) -> list[dict[str, Any]]:
-    """The first seed's results; with several seeds each result's rate is pooled over seeds (mean over prompts of
-    each prompt's mean over seeds, 95% interval from a bootstrap over prompts) and carries every seed's own rate
-    with its Wilson interval and their spread."""
-    if len(per_seed) == 1:
-        return per_seed[0]
-    pooled = []
-    for first in per_seed[0]:
-        key = (first.get("suite"), first["attack"], first[measure])
-        mine = [next((r for r in results if (r.get("suite"), r["attack"], r[measure]) == key), None)
-                for results in per_seed]
-        entry = dict(first, seeds=[{"seed": seed, "n": r["n"] if r else None, value: r[value] if r else None,
-                                    interval: r[interval] if r else None} for seed, r in zip(seeds, mine, strict=True)])
-        entry["seed_spread"] = seed_spread([r[value] if r else None for r in mine])
-        per_prompt = decided(outcomes.get(key))
-        if per_prompt:
-            combined = pooled_rate(per_prompt)
-            entry.update({"n": combined["n"], value: combined["rate"], interval: combined["ci95"], "pooled": True})
-        pooled.append(entry)
-    return pooled
-
-
-def _mean_categories(per_seed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """ASR per category, averaged over seeds (n: prompts of the category)."""
-    if len(per_seed) == 1:
-        return per_seed[0]
-    averaged = []
-    for first in per_seed[0]:
-        key = (first["suite"], first["attack"], first["judge"], first["category"])
-        rates = [r["asr"] for results in per_seed for r in results
-                 if (r["suite"], r["attack"], r["judge"], r["category"]) == key and r["asr"] is not None]
-        averaged.append(dict(first, asr=sum(rates) / len(rates) if rates else None, asr_ci95=None,
-                             seed_rates=rates))
-    return averaged
-
-
-def _general_over_seeds(per_seed: list[dict[str, Any] | None], seeds: list) -> dict[str, Any] | None:
-    """Each task's result without its per-question scores (the comparisons read those); over several seeds the
-    value is the mean of the seeds' values, each seed's beside it."""
-    if not per_seed or per_seed[0] is None:
-        return None
-    tasks = {}
-    for task, first in per_seed[0].items():
-        result = {k: v for k, v in first.items() if k != "per_question"}
-        if len(per_seed) > 1:
-            values = [(tasks_of or {}).get(task, {}).get("value") for tasks_of in per_seed]
-            known = [v for v in values if v is not None]
-            result.update(value=sum(known) / len(known) if known else None, seeds=[
-                {"seed": seed, "value": v} for seed, v in zip(seeds, values, strict=True)],
-                seed_spread=seed_spread(values))
-        tasks[task] = result
-    return tasks
-
-
-def _training_over_seeds(trainings: list[dict[str, Any]], seeds: list) -> dict[str, Any]:
-    """The first seed's training curve; over several seeds the late loss is the seeds' mean, each seed's beside."""
-    summaries = []
-    for training in trainings:
-        dynamics_path = Path(training["dynamics"])
-        dynamics = [r for _, r in iter_jsonl(dynamics_path)] if dynamics_path.is_file() and \
-            dynamics_path.stat().st_size else []
-        summaries.append({"final_loss": training.get("final_loss"), "late_loss": late_loss(dynamics),
-                          "steps": training.get("steps"), "dynamics": dynamics})
-    row = dict(summaries[0])
-    if len(summaries) > 1:
-        losses = [s["late_loss"] for s in summaries]
-        known = [loss for loss in losses if loss is not None]
-        row["late_loss"] = sum(known) / len(known) if known else None
-        row["seeds"] = [{"seed": seed, "final_loss": s["final_loss"], "late_loss": s["late_loss"], "steps": s["steps"]}
-                        for seed, s in zip(seeds, summaries, strict=True)]
-        row["late_loss_spread"] = seed_spread(losses)
-    return row
 
 
 # ---------------------------------------------------------------------------------------------- warnings
@@ -266,16 +148,6 @@ SELF_RM = "self_rm"
 SFT = "sft"
 
 
-def late_loss(dynamics: list[dict[str, Any]]) -> float | None:
-    """Mean DPO loss over the last quarter of the steps (at least 3): one step's loss on a batch of 4 pairs swings
-    between 0.0 and 1.6 in a small run, too noisy to compare configurations by."""
-    losses = [r["loss"] for r in dynamics if r.get("loss") is not None]
-    if not losses:
-        return None
-    tail = losses[-max(3, len(losses) // 4):]
-    return sum(tail) / len(tail)
-
-
 def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str = "none") -> dict[str, Any] | None:
     return next((r for r in row["safety"] if r["attack"] == attack and r["judge"] == judge and r.get("suite") == suite
                  and r["asr"] is not None), None)
@@ -287,7 +159,7 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
     1. ASR (per judge, harmful suites, no attack): Self+RM lower. Both answered the same prompts: the difference is
        paired (:mod:`safepref.report.comparisons`; ``outcomes`` holds each configuration's verdict per prompt,
        without them the comparison is unpaired and says so).
-    2. General ability (per task): multi-model pairs score at least as high (paired per question).
+    2. General ability (per task): multi-model pairs score higher, the paper's first finding (paired per question).
     3. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set;
        the configurations' pairs differ, so this one has no paired test).
     4. Training dynamics: DPO loss ends lower on multi-model pairs (mean over seeds when there are several).
@@ -302,7 +174,28 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
         return []
     outcomes = outcomes or {}
     base = rows[SELF_RM]
-    checks = []
+    checks = [*_asr_checks(rows, multi, outcomes), *_general_checks(rows, multi, outcomes)]
+    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
+        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
+                        "difference": feature_result["accuracy"] - result["accuracy"]}
+                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features")
+                                             or {}).get(feature))]
+        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features; "
+                               "each configuration's own pairs, so no paired test)",
+                               result["accuracy"], comparisons, needs_ci=False))
+    if (base.get("training") or {}).get("late_loss") is not None:
+        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
+                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
+                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
+        over = " over seeds" if base["training"].get("seeds") else ""
+        checks.append(_verdict(f"DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps"
+                               f"{over})", base["training"]["late_loss"], comparisons, needs_ci=False))
+    return checks
+
+
+def _asr_checks(rows: dict[str, Any], multi: list[str], outcomes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Self+RM's ASR against each multi-model configuration's, per harmful suite and judge, unattacked prompts."""
+    base, checks = rows[SELF_RM], []
     harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest"]
     for reference in harmful:
         claim = f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, n={reference['n']})"
@@ -323,6 +216,12 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
         if unjudged:  # a configuration whose judge decided nothing is named, not silently left out
             check["all_unjudged"] = unjudged
         checks.append(check)
+    return checks
+
+
+def _general_checks(rows: dict[str, Any], multi: list[str], outcomes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each multi-model configuration's general ability against Self+RM's, per task, question by question."""
+    base, checks = rows[SELF_RM], []
     for task, result in (base.get("general") or {}).items():
         comparisons = []
         for name in multi:
@@ -335,21 +234,6 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
         if comparisons:
             checks.append(_verdict(f"multi-model pairs give higher general ability ({task}, {result['metric']}, "
                                    f"n={result['n']})", result["value"], comparisons, needs_ci=True))
-    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
-        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
-                        "difference": feature_result["accuracy"] - result["accuracy"]}
-                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features")
-                                             or {}).get(feature))]
-        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features; "
-                               "each configuration's own pairs, so no paired test)",
-                               result["accuracy"], comparisons, needs_ci=False))
-    if (base.get("training") or {}).get("late_loss") is not None:
-        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
-                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
-                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
-        over = " over seeds" if base["training"].get("seeds") else ""
-        checks.append(_verdict(f"DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps"
-                               f"{over})", base["training"]["late_loss"], comparisons, needs_ci=False))
     return checks
 
 

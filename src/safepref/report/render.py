@@ -11,10 +11,20 @@ import yaml
 from safepref.judges import agreement_note
 from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
-from safepref.report.comparisons import COMPARISON_HEADER, comparison_cells, comparison_text
+from safepref.report.comparisons import comparison_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
 from safepref.report.published import published_html, published_markdown
+from safepref.report.sections import (
+    COMPARISONS_NOTE,
+    category_table,
+    html_against_sft,
+    html_categories,
+    markdown_against_sft,
+    seed_cells,
+    seeds_text,
+    spread_text,
+)
 
 # ---------------------------------------------------------------------------------------------- cells
 
@@ -33,26 +43,8 @@ def _rate_cell(result: dict[str, Any] | None, value: str, ci: str) -> str:
         return f"all unjudged ({result['unjudged']})"
     if result[value] is None:
         return "–"
-    text = f"{result[value]:.2f} {_ci(result[ci])}" + _spread_text(result.get("seed_spread"))
+    text = f"{result[value]:.2f} {_ci(result[ci])}" + spread_text(result.get("seed_spread"))
     return text + f" ⚠ {result['unjudged']} unjudged" if result.get("unjudged_flag") else text
-
-
-def _spread_text(spread: dict[str, Any] | None) -> str:
-    """Seeds' range and standard deviation, after a rate pooled over seeds."""
-    if not spread:
-        return ""
-    return f" (seeds {spread['min']:.2f}–{spread['max']:.2f}, sd {spread['sd']:.2f})"
-
-
-def _seed_cells(result: dict[str, Any], value: str, ci: str) -> str:
-    """Each seed's rate with its Wilson interval, then the spread."""
-    seeds = result.get("seeds")
-    if not seeds:
-        return ""
-    cells = "; ".join(f"seed {s['seed']}: " + ("–" if s[value] is None else f"{s[value]:.2f} {_ci(s[ci])}")
-                      for s in seeds)
-    spread = result.get("seed_spread")
-    return cells + (f"; sd {spread['sd']:.2f}" if spread else "")
 
 
 def _ci(values: list[float] | None) -> str:
@@ -117,11 +109,11 @@ def _check_detail(check: dict[str, Any], gap_word: str) -> str:
 def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>safepref report: {html.escape(str(results['name']))}</h1>",
              f"<p>Training prompts: n={results.get('n_training_prompts')} (set "
-             f"{html.escape(str(results.get('training_prompt_set')))}); {html.escape(_seeds_text(results))}. "
+             f"{html.escape(str(results.get('training_prompt_set')))}); {html.escape(seeds_text(results))}. "
              "Every rate shows n and a 95% interval. " + html.escape(COMPARISONS_NOTE) + "</p>"]
     for target, rows in results["targets"].items():
-        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), *_html_categories(rows),
-                  *_html_against_sft(results, target), benign_html(rows, _table),
+        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), *html_categories(rows, _table),
+                  *html_against_sft(results, target, _table), benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
     parts += published_html(results, _table)
@@ -133,70 +125,6 @@ def render_html(results: dict[str, Any]) -> str:
              ".warn{background:#fff4e0;border:1px solid #e0a040;padding:0.3em 1em;margin:1em 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>safepref: {html.escape(str(results['name']))}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-
-
-COMPARISONS_NOTE = ("Two configurations answered the same prompts, so they are compared prompt by prompt: the "
-                    "difference with a paired 95% interval (Newcombe's method 10; with seeds pooled, a bootstrap over "
-                    "prompts keeping each prompt's seeds together), McNemar's exact p (seeds pooled: sign flips within "
-                    "prompts), the discordant prompts, and the smallest difference the comparison could detect (80% "
-                    "power, two-sided 5%, Connor 1987). Verdicts read the interval and that resolution together: "
-                    "'no measurable difference' means the interval rules out every difference the comparison could "
-                    "detect; 'direction only' and 'too little evidence' mean it could not tell. Comparisons marked "
-                    "unpaired compare different prompt sets.")
-
-
-def _seeds_text(results: dict[str, Any]) -> str:
-    seeds = results.get("seeds") or [results.get("seed")]
-    if len(seeds) > 1:
-        return (f"training seeds {', '.join(map(str, seeds))} (each configuration trained and evaluated once per "
-                "seed on the same pairs; rates pooled over seeds, each seed's beside them)")
-    return f"seed {seeds[0]}"
-
-
-def _html_categories(rows: dict[str, Any]) -> list[str]:
-    """ASR per category of suites whose behaviours carry one (JailbreakBench, HarmBench), with n per category."""
-    parts = []
-    suites = sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str)
-    for suite in suites:
-        header, body = category_table(rows, suite)
-        parts.append(f"<h3>ASR per category, {html.escape(str(suite))} (n prompts per category in brackets)</h3>"
-                     + _table(header, body))
-    return parts
-
-
-def category_table(rows: dict[str, Any], suite: str) -> tuple[list[str], list[list[str]]]:
-    """Rows: configuration x attack x judge; columns: the suite's categories, "ASR (n)"."""
-    found = [c for row in rows.values() for c in row.get("categories") or [] if c["suite"] == suite]
-    categories = sorted({c["category"] for c in found})
-    header = ["configuration", "attack", "judge", *categories]
-    body = []
-    for row in rows.values():
-        keys = sorted({(c["attack"], c["judge"]) for c in row.get("categories") or [] if c["suite"] == suite})
-        for attack, judge in keys:
-            cells = {c["category"]: c for c in row["categories"]
-                     if (c["suite"], c["attack"], c["judge"]) == (suite, attack, judge)}
-            body.append([row["label"], attack, judge, *[
-                "–" if cells.get(k) is None or cells[k]["asr"] is None else f"{cells[k]['asr']:.2f} ({cells[k]['n']})"
-                for k in categories]])
-    return header, body
-
-
-AGAINST_SFT_HEADER = ["configuration", "suite", "attack", "measure", "rate", "SFT", *COMPARISON_HEADER, "verdict"]
-
-
-def against_sft_rows(comparisons: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per configuration x suite x attack x measure: both rates, the paired comparison, its verdict."""
-    return [[c["configuration"], str(c["suite"]), c["attack"], c["measure"], f"{c['value']:.2f}", f"{c['sft']:.2f}",
-             *comparison_cells(c), c["verdict_text"]] for c in comparisons]
-
-
-def _html_against_sft(results: dict[str, Any], target: str) -> list[str]:
-    comparisons = (results.get("against_sft") or {}).get(target) or []
-    if not comparisons:
-        return []
-    return ["<h3>Each configuration against SFT, prompt by prompt (Δ = configuration − SFT; discordant: prompts "
-            "positive under the configuration only / under SFT only)</h3>"
-            + _table(AGAINST_SFT_HEADER, against_sft_rows(comparisons))]
 
 
 def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -> list[str]:
@@ -233,7 +161,7 @@ def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
     seeded = any(r.get("seeds") for row in rows.values() for r in row["safety"])
     body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
-             _ci(r.get("asr_ci95")), *([_seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
+             _ci(r.get("asr_ci95")), *([seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
             for row in rows.values() for r in row["safety"]]
     parts.append("<h3>Attack success rate" + (" (pooled over seeds: mean over prompts of each prompt's mean over "
@@ -305,7 +233,7 @@ def _html_general(rows: dict[str, Any]) -> list[str]:
             result = general.get(task)
             cells.append("" if not result or result["value"] is None else
                          f"{result['value']:.3f} ± {result['stderr'] or 0:.3f} (n={result['n']})"
-                         + _spread_text(result.get("seed_spread")))
+                         + spread_text(result.get("seed_spread")))
         body.append([row["label"], *cells])
     metric = {t: next((row["general"][t]["metric"] for row in rows.values()
                        if row.get("general") and t in row["general"]), "") for t in tasks}
@@ -361,7 +289,7 @@ def _html_run_details(results: dict[str, Any]) -> list[str]:
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The headline table per target (a row per configuration) and the paper checks, for a README or an issue."""
-    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, {_seeds_text(results)}", "",
+    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, {seeds_text(results)}", "",
              COMPARISONS_NOTE]
     for target, rows in results["targets"].items():
         lines += ["", f"## {target}", "", *_headline_table(rows)]
@@ -379,7 +307,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                       *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
         lines += benign_markdown(rows)
         lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
-        lines += _markdown_against_sft((results.get("against_sft") or {}).get(target) or [])
+        lines += markdown_against_sft((results.get("against_sft") or {}).get(target) or [])
         for suite in sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str):
             header, body = category_table(rows, suite)
             lines += ["", f"ASR per category, {suite} (n prompts per category in brackets):", "",
@@ -389,14 +317,6 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += published_markdown(results)
     lines += _markdown_timings(results)
     return "\n".join(lines) + "\n"
-
-
-def _markdown_against_sft(comparisons: list[dict[str, Any]]) -> list[str]:
-    if not comparisons:
-        return []
-    return ["", "Each configuration against SFT, prompt by prompt (Δ = configuration − SFT):", "",
-            "| " + " | ".join(AGAINST_SFT_HEADER) + " |", "|---" * len(AGAINST_SFT_HEADER) + "|",
-            *("| " + " | ".join(cells) + " |" for cells in against_sft_rows(comparisons))]
 
 
 def _markdown_timings(results: dict[str, Any]) -> list[str]:
@@ -460,7 +380,7 @@ def _headline_cells(row: dict[str, Any], harm: list[tuple], refusal: list[tuple]
                  if training.get("late_loss") is not None else "–")
     for task in tasks:
         found = (row.get("general") or {}).get(task)
-        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" + _spread_text(found.get("seed_spread"))
+        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" + spread_text(found.get("seed_spread"))
                      if found and found["value"] is not None else "–")
     return cells
 

@@ -148,10 +148,16 @@ class ExperimentConfig(_Strict):
         return split_training({**self.training, **target.training})[1]
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML; errors name the file and the offending key."""
+def load_config(path: str | Path, seeds: list[int] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML; errors name the file and the offending key. ``seeds`` (the command
+    line's) replaces the file's training seeds."""
     path = Path(path)
     config = read_yaml_record(path, ExperimentConfig)
+    if seeds is not None:
+        try:
+            config = ExperimentConfig.model_validate({**config.model_dump(), "seeds": seeds})
+        except ValidationError as error:
+            raise input_error_from(error, context="--seeds") from None
 
     checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
     for index, target in enumerate(config.targets):

@@ -9,8 +9,10 @@ texts, settings, a fingerprint of the model's weights, scores, upstream keys), s
 changed input recomputes only what depends on it, and a killed run finishes on rerun
 (each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
 Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
-written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
-with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
+written for those prompts only). With ``seeds`` each trained configuration trains on its pairs once per seed and
+each of those models is evaluated; the manifest entry lists them under ``seeds`` (the first also where one seed
+is). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced, with its number of pairs,
+of prompts and a hash of the prompt ids; the report reads it.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import visible_gpus
-from safepref.core.errors import InputError, input_error_from
+from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
 from safepref.core.paths import slug
@@ -230,12 +230,14 @@ class Run:
                 continue
             pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
             per_seed = []
-            for seed in seeds:
-                # the first seed's results stay at the entry's top level, where a single-seed run keeps them
-                place = entry if seed == seeds[0] else {}
-                suffix = f" seed {seed}" if len(seeds) > 1 else ""
-                model = self.train_seed(target, recipe, place, pairs, variant, seed, suffix)
-                self.evaluate_configuration(target, recipe, place, model, suffix)
+            for seed in seeds:  # the first seed's results stay at the entry's top level, as with one seed
+                place, suffix = (entry if seed == seeds[0] else {}), f" seed {seed}" * (len(seeds) > 1)
+                # without `seeds` the training settings keep their own seed: single-seed runs keep their keys
+                overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
+                place["training"] = self._timed(f"train {label} {recipe}{suffix}",
+                                                lambda o=overrides, p=pairs: self.train(target, p, o))
+                self._save()
+                self.evaluate_configuration(target, recipe, place, place["training"]["out_dir"], suffix)
                 per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
                                                   if k in place}})
             if len(seeds) > 1:
@@ -251,8 +253,7 @@ class Run:
 
     def prepare_pairs(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
                       scores, prompt_ids: set[str]):
-        """Build (and debias) the recipe's pairs and audit them; returns the pairs file and the recipe. Every
-        training seed trains on these same pairs."""
+        """Build (and debias) the recipe's pairs, audit them; returns the pairs file (every seed's) and the recipe."""
 
         label = models.model_label(target.model)
         variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
@@ -268,17 +269,6 @@ class Run:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
         self._save()
         return pairs, variant
-
-    def train_seed(self, target: TargetSpec, recipe: str, place: dict[str, Any], pairs: Path, variant, seed: int,
-                   suffix: str = "") -> str:
-        """Train the configuration with one seed; returns the trained model's folder. Without ``seeds`` in the
-        config the training settings keep their own seed, so single-seed runs keep their keys."""
-        label = models.model_label(target.model)
-        overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
-        place["training"] = self._timed(f"train {label} {recipe}{suffix}",
-                                        lambda: self.train(target, pairs, overrides))
-        self._save()
-        return place["training"]["out_dir"]
 
     def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str,
                                suffix: str = "") -> None:
@@ -392,12 +382,7 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
                    seeds: list[int] | None = None) -> dict[str, Any]:
     """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths.
     ``seeds`` replaces the config's training seeds."""
-    config = load_config(config_path)
-    if seeds is not None:
-        try:
-            config = ExperimentConfig.model_validate({**config.model_dump(), "seeds": seeds})
-        except ValidationError as error:
-            raise input_error_from(error, context="--seeds") from None
+    config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path).run()
 
