@@ -21,7 +21,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run")
+    @app.command("run", epilog="Example: safepref run configs/quick.yaml --run-dir runs/quick")
     def run(
         config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
         run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>); rerun to resume."),
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         paths = run_experiment(config, run_dir, seeds=parse_seeds(seeds) if seeds else None)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
-    @app.command("report")
+    @app.command("report", epilog="Example: safepref report runs/quick --markdown")
     def report(
         run_dir: Path = typer.Argument(..., help="A run folder written by `safepref run`."),
         markdown: bool = typer.Option(False, "--markdown", help="Also print the headline tables as Markdown."),
