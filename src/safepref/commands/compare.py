@@ -11,7 +11,7 @@ from safepref.report.compare import comparison_in_full, render_comparison
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("compare")
+    @app.command("compare", epilog="Example: safepref compare runs/quick gpt4o_self self_rm --judge harm")
     def compare(
         run_dir: Path = typer.Argument(..., help="A run folder written by `safepref run`."),
         first: str = typer.Argument(..., help="Configuration A: recipe name or label (self_rm, Self+RM, sft ...)."),
