@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -19,6 +20,7 @@ from safepref.core.paired import (
     verdict,
 )
 from safepref.core.stats import paired_difference_interval
+from tests.conftest import run_cli
 
 
 def _outcomes(both: int, first_only: int, second_only: int, neither: int) -> tuple[dict, dict]:
@@ -151,3 +153,12 @@ def test_paired_scores_match_the_paired_t_test():
     assert result["p_value"] == pytest.approx(expected.pvalue)
     low, high = result["difference_ci95"]
     assert low < 0.125 < high and result["first_only"] == 3 and result["second_only"] == 1
+
+
+def test_resolution_command_sizes_a_comparison_both_ways():
+    needed = run_cli("resolution", "--detect", "0.05", "--discordance", "0.15", "--json")
+    assert needed.returncode == 0 and json.loads(needed.stdout)["n"] == paired_sample_size(0.05, 0.15) == 469
+    reach = json.loads(run_cli("resolution", "--n", "469", "--discordance", "0.15", "--json").stdout)
+    assert reach["detectable_difference"] == pytest.approx(0.05, abs=0.001)
+    both = run_cli("resolution", "--n", "10", "--detect", "0.1", "--discordance", "0.2")
+    assert both.returncode == 2 and "exactly one of --n and --detect" in both.stderr
