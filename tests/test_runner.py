@@ -62,6 +62,19 @@ def test_target_training_overrides_the_top_level(tmp_path, tiny_model_dir):
     assert info.value.field == "targets[0].training.learnin_rate" and "unknown key" in str(info.value)
 
 
+def test_safety_limits_and_attacks_may_be_given_per_suite(tmp_path, tiny_model_dir):
+    safety = {"suites": ["advbench", "jbb"], "limit": {"advbench": 50}, "judges": ["keyword"],
+              "attacks": {"jbb": ["none", "jbb-attacks:PAIR"]}}
+    spec = load_config(_config(tmp_path, tiny_model_dir, safety=safety)).safety
+    assert (spec.limit_for("advbench"), spec.limit_for("jbb")) == (50, None)  # jbb in full
+    assert spec.attacks_for("jbb") == ["none", "jbb-attacks:PAIR"] and spec.attacks_for("advbench") == ["none"]
+    with pytest.raises(InputError) as info:
+        load_config(_config(tmp_path, tiny_model_dir, safety={**safety, "limit": {"advbench": 0}}))
+    assert info.value.field == "safety.limit"
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "quick-seeds.yaml")
+    assert shipped.training_seeds() == [0, 1] and shipped.safety.attacks_for("jbb")[-1] == "jbb-attacks:PAIR"
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, tiny_model_dir):
     """The tiny grid run once: (config path, run folder, results.json, what run_experiment returned)."""

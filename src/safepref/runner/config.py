@@ -58,7 +58,9 @@ class SafetySpec(_Strict):
     limit: int | dict[str, int | None] | None = Field(
         100, description="first N prompts of each suite (the paper: 100 AdvBench), or per suite ({advbench: 100}: "
                          "a suite left out, or null, is evaluated in full)")
-    attacks: list[str] = Field(default_factory=lambda: ["none"])
+    attacks: list[str] | dict[str, list[str]] = Field(
+        default_factory=lambda: ["none"], description="attacks on every suite, or per suite ({jbb: [none, "
+                                                      "jbb-attacks:PAIR]}: a suite left out gets [none])")
     judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"])
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     judge_model: str | None = Field(None, description="openai:<model> for the llm judge")
@@ -75,6 +77,10 @@ class SafetySpec(_Strict):
     def limit_for(self, suite: str) -> int | None:
         """The prompt limit of one suite (None: the whole suite, or the suite's own default)."""
         return self.limit.get(suite) if isinstance(self.limit, dict) else self.limit
+
+    def attacks_for(self, suite: str) -> list[str]:
+        """The attacks one suite is answered under (a transfer attack has prompts for its own suite only)."""
+        return self.attacks.get(suite, ["none"]) if isinstance(self.attacks, dict) else self.attacks
 
 
 class GeneralSpec(_Strict):

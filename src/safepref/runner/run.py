@@ -338,7 +338,7 @@ class Run:
         spec = self.config.safety
         summaries = []
         for suite in spec.suites:
-            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
+            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks_for(suite),
                                       judges=spec.judges, limit=spec.limit_for(suite), max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
