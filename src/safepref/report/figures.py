@@ -98,7 +98,7 @@ def separability_figure(target: str, rows: dict[str, Any], judge: str, feature: 
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for _name, row, audit, asr in points:
         x_low, x_high = audit["accuracy_ci"]
-        y_low, y_high = asr["asr_ci95"]
+        y_low, y_high = asr["asr_ci95"] or (asr["asr"], asr["asr"])
         axis.errorbar(audit["accuracy"], asr["asr"], xerr=_error_bar(audit["accuracy"], x_low, x_high),
                       yerr=_error_bar(asr["asr"], y_low, y_high), fmt="o", color=GROUP_COLORS[row["group"]],
                       capsize=3)

@@ -97,6 +97,8 @@ def _pooled_results(per_seed: list[list[dict[str, Any]]], seeds: list, outcomes:
         if per_prompt:
             combined = pooled_rate(per_prompt)
             entry.update({"n": combined["n"], value: combined["rate"], interval: combined["ci95"], "pooled": True})
+        elif entry["seed_spread"]:  # no per-prompt verdicts: the seeds' mean, without an interval over prompts
+            entry.update({value: entry["seed_spread"]["mean"], interval: None})
         pooled.append(entry)
     return pooled
 
