@@ -137,8 +137,8 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.evaluate_safety", must_not_run)
     monkeypatch.setattr("safepref.models.loading.load_model", must_not_run)
     clock = iter(range(0, 10**6, 5))  # every cached step now seems to take 5 s: it must not replace the real timing
     monkeypatch.setattr("safepref.runner.run.time.perf_counter", lambda: next(clock))
@@ -289,9 +289,9 @@ def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_m
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.pairs.debias.debias_pairs", must_not_run)
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.debias_pairs", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.evaluate_safety", must_not_run)
     run_experiment(path, run_dir)
     assert json.loads((run_dir / "results.json").read_text())["mitigations"] == results["mitigations"]
 
