@@ -379,6 +379,7 @@ def test_a_retrained_judge_head_judges_again_instead_of_reusing_verdicts(tmp_pat
     run.safety(model)
     run.safety(model)
     assert len(evaluated) == len(run.config.safety.suites)  # the second call reused every suite's result
-    monkeypatch.setattr("safepref.evaluation.safety.judge_fingerprints", lambda names: {n: "retrained" for n in names})
+    monkeypatch.setattr("safepref.evaluation.safety.judge_fingerprints",
+                        lambda names, dtype="auto": {n: "retrained" for n in names})
     run.safety(model)
     assert len(evaluated) == 2 * len(run.config.safety.suites) and evaluated[0] != evaluated[-1]
