@@ -113,7 +113,8 @@ class _DecoderTensorFactories(TorchFunctionMode):
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.FACTORIES and sys._getframe(1).f_code.co_filename.endswith(str(Path("safepref", "generation", "decode.py"))):
+        caller = sys._getframe(1).f_code.co_filename
+        if func in self.FACTORIES and caller.endswith(str(Path("safepref", "generation", "decode.py"))):
             self.devices.append(kwargs.get("device"))
         return func(*args, **kwargs)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from safepref.core.device import precision_key
 from safepref.core.io import write_json_atomic, write_jsonl_atomic
 from safepref.core.keys import stage_key
 from safepref.core.paths import slug
@@ -27,7 +28,8 @@ from safepref.evaluation.suites import Attack, load_suite, parse_attack_names
 from safepref.generation.generate import GenerationConfig, answer_identity, generate_responses
 from safepref.judges import JudgeInput, get_judge, judge_fingerprints, parse_judge_names
 
-HARM_JUDGES = ("harm", "keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
+# label 1 = jailbroken/harmful; "refusal" has the other polarity
+HARM_JUDGES = ("harm", "keyword", "classifier", "llm", "harm-fast")
 
 
 class SafetyEvalConfig(BaseModel):
@@ -84,7 +86,7 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
     parse_judge_names(",".join(config.judges))
     xstest = _is_xstest(prompts)
     judge_names = list(dict.fromkeys([*config.judges, *(["refusal"] if xstest else [])]))
-    judges = {name: get_judge(name, judge_model=config.judge_model, base_url=config.base_url)
+    judges = {name: get_judge(name, judge_model=config.judge_model, base_url=config.base_url, dtype=config.dtype)
               for name in judge_names}
 
 
@@ -194,7 +196,10 @@ def _asr(judged: list[Verdict]) -> dict[str, Any]:
     return {"n": measured["n"], "asr": measured["rate"], "asr_ci95": measured["ci95"]}
 
 
-def safety_key(model_fingerprint: str, config: SafetyEvalConfig) -> str:
-    """The safety evaluation's content key: the evaluated weights, the suite, attacks and decoding settings, and the
-    fingerprint of every judge asked for."""
-    return stage_key("eval_safety", model_fingerprint, config.key_dump(), judge_fingerprints(list(config.judges)))
+def safety_key(model_fingerprint: str, config: SafetyEvalConfig, answer_dtype: str = "float32") -> str:
+    """The safety evaluation's content key: the evaluated weights, the suite, attacks and decoding settings, the
+    precision the answers are made in (``answer_dtype``, ``models.loading.dtype_name_for`` for generation; absent when float32)
+    and the fingerprint of every judge asked for (with the precision of its LM read)."""
+    return stage_key("eval_safety", model_fingerprint, config.key_dump(), *([precision_key(answer_dtype)]
+                                                                            if answer_dtype != "float32" else []),
+                     judge_fingerprints(list(config.judges), config.dtype))

@@ -102,6 +102,10 @@ class BenignSpec(_Strict):
 class AuditSpec(_Strict):
     features: list[str] = Field(default_factory=lambda: ["shallow", "embed"])
     folds: int = Field(5, ge=2)
+    diagnostics_judge: Literal["fast", "full", "none"] = Field(
+        "fast", description="pair diagnostics' judges: fast (no LM read), full (the harm and refusal heads' SmolLM2 "
+                            "read) or none (see safepref.pairs.diagnostics)")
+    diagnostics_pairs: int | None = Field(1000, ge=1, description="most pairs the diagnostics judge (seeded sample)")
 
 
 class ExperimentConfig(_Strict):

@@ -25,7 +25,7 @@ from typing import Any
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.core.datasets import load_prompts, prompt_id
-from safepref.core.device import visible_gpus
+from safepref.core.device import precision_record, visible_gpus
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
@@ -61,7 +61,7 @@ from safepref.runner.config import (
     load_config,
 )
 from safepref.scoring.score import ScoreConfig, score_responses
-from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key
+from safepref.training.dpo import DPOTrainingConfig, mixed_precision, train_dpo, train_key
 from safepref.training.launch import train_with_accelerate
 
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
@@ -199,6 +199,7 @@ class Run:
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
+        self.manifest["precision"] = precision_record(self.config.device, self.config.dtype)
         prompts = self._timed("prompts", self.training_prompts)
         self.manifest["n_training_prompts"] = len(prompts)
         # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
@@ -287,12 +288,14 @@ class Run:
     def audit(self, pairs_path: Path) -> str:
 
         spec = self.config.audit
-        key = audit_key(pairs_path, spec.model_dump(), self.config.seed)
+        key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge, self.config.dtype)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
                                                             seed=self.config.seed, device=self.config.device,
-                                                            dtype=self.config.dtype), out)
+                                                            dtype=self.config.dtype,
+                                                            diagnostics_judge=spec.diagnostics_judge,
+                                                            diagnostics_pairs=spec.diagnostics_pairs), out)
         return str(out / "audit.json")
 
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
@@ -302,7 +305,9 @@ class Run:
                     "target": target.model, "seed": self.config.seed}
         if self.config.generation.batch_size:
             settings["batch_size"] = self.config.generation.batch_size
-        key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings)
+        rewrite = settings.get("method") == "rewrite"  # only a rewrite answers (filter reads no model)
+        key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings,
+                         self._answer_dtype(target.model) if rewrite else "float32")
         out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
         if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
             # where the rewrite runs is provenance, not part of the key
@@ -314,7 +319,8 @@ class Run:
     def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
         config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
-        key = train_key(models.weights_fingerprint(target.model), pairs_path, config)
+        mixed = mixed_precision(config, self.config.device, self.config.dtype)
+        key = train_key(models.weights_fingerprint(target.model), pairs_path, config, mixed)
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
@@ -331,7 +337,11 @@ class Run:
         if launch.uses_accelerate(gpus) and self.config.device in ("auto", "cuda"):
             train_with_accelerate(target.model, pairs_path, out, config, launch, gpus)
         else:
-            train_dpo(target.model, pairs_path, out, config, device=self.config.device)
+            train_dpo(target.model, pairs_path, out, config, device=self.config.device, dtype=self.config.dtype)
+
+    def _answer_dtype(self, model: str) -> str:
+        """The precision ``model`` answers in under this run's device and dtype (part of the answering stages' keys)."""
+        return models.dtype_name_for(model, self.config.device, self.config.dtype, workload="generation")
 
     def safety(self, model: str) -> list[str]:
 
@@ -343,7 +353,7 @@ class Run:
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
                                       dtype=self.config.dtype)
-            key = safety_key(models.weights_fingerprint(model), config)
+            key = safety_key(models.weights_fingerprint(model), config, self._answer_dtype(model))
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
@@ -360,7 +370,7 @@ class Run:
                                   reward_model=self.config.reward_model, device=self.config.device,
                                   dtype=self.config.dtype)
         key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
-                         [Path(p) for p in safety_summaries])
+                         [Path(p) for p in safety_summaries], self._answer_dtype(model))
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
         if not (out / "summary.json").exists():
             evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
