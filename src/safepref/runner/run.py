@@ -44,7 +44,7 @@ from safepref.generation.generate import (
     release_engines,
 )
 from safepref.models import loading as models
-from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, read_responses, write_pairs
+from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, pairs_data, read_responses, write_pairs
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import write_report
@@ -395,12 +395,3 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
     config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path).run()
-
-
-def pairs_data(pairs_path: Path) -> dict[str, Any]:
-    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
-
-    pairs = read_pairs(pairs_path)
-    ids = {prompt_id(pair.prompt_text) for pair in pairs}
-    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
-
