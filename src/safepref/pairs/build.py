@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass
 
-from safepref.core.datasets import prompt_id as text_prompt_id
+from safepref.core import datasets
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, read_records, write_json_atomic, write_jsonl_atomic
 from safepref.core.keys import prompt_set_key, stage_key
@@ -229,7 +229,6 @@ def build_key(recipe: Recipe, responses: list[Response], scores: list[Score] | N
 
 def pairs_data(pairs_path: Path) -> dict[str, Any]:
     """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
-
     pairs = read_pairs(pairs_path)
-    ids = {text_prompt_id(pair.prompt_text) for pair in pairs}
+    ids = {datasets.prompt_id(pair.prompt_text) for pair in pairs}
     return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}

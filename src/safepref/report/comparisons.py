@@ -24,6 +24,7 @@ from safepref.report.evidence import decided
 
 UNPAIRED_DIFFERENT_PROMPTS = "unpaired: the two evaluated different prompts"
 UNPAIRED_NO_VERDICTS = "unpaired: per-prompt verdicts not found"
+UNPAIRED_NO_SCORES = "unpaired: per-question scores not found (an evaluation from before they were kept)"
 DECISIVE = ("holds", "reversed")
 
 
@@ -39,7 +40,8 @@ def compare_outcomes(first: dict[str, list] | None, second: dict[str, list] | No
     event, unit = EVENTS[kind]
     if first and second and set(first) == set(second):
         return {**compare(decided(first), decided(second)), "event": event, "unit": unit}
-    reason = UNPAIRED_DIFFERENT_PROMPTS if first and second else UNPAIRED_NO_VERDICTS
+    reason = UNPAIRED_DIFFERENT_PROMPTS if first and second else \
+        UNPAIRED_NO_SCORES if kind == "general" else UNPAIRED_NO_VERDICTS
     if first_rate is None or second_rate is None:
         return {"paired": False, "difference": None, "difference_ci95": None, "resolution": None, "note": reason}
     return {**compare_unpaired(first_rate, second_rate), "note": reason, "event": event, "unit": unit}

@@ -86,7 +86,7 @@ def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
     text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
     if comparison.get("difference_ci95") is not None:
         detail = comparison_text(comparison, comparison["configuration"], "Self+RM")
-        text += f" ({gap_word} {detail}: {comparison.get('verdict_text', '')})"
+        text += f" ({gap_word} {detail}: {comparison.get('verdict', '')})"  # the resolution is in the detail
     return text
 
 
