@@ -8,7 +8,7 @@ diagnostics with the harm and refusal heads' SmolLM2 read).
 
     python benchmarks/bench_audit.py [--pairs N] [--diagnostics-judge fast|full|none]
 
-The feature cache is a fresh temporary folder, so the audit computes its features from scratch. Exits 1 when the
+The feature cache is a fresh temporary folder, so the audit computes every feature anew. Exits 1 when the
 target is missed; it is checked from 1,000 pairs on (below that, loading the judges' heads and models weighs more
 than it does in an audit of a real dataset).
 """

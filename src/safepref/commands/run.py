@@ -7,8 +7,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safepref.core.errors import InputError
 from safepref.report import write_report
 from safepref.runner.run import run_experiment
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; anything else is an input error naming the option."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, got '{text}'") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -16,10 +25,13 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
         run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>); rerun to resume."),
+        seeds: str = typer.Option(None, "--seeds", help="Training seeds, comma-separated (e.g. 0,1,2): each "
+                                                        "configuration trains and is evaluated once per seed; "
+                                                        "replaces the config's `seeds`."),
     ) -> None:
         """Run a whole experiment grid: generate, score, build, audit, train, evaluate, report."""
 
-        paths = run_experiment(config, run_dir)
+        paths = run_experiment(config, run_dir, seeds=parse_seeds(seeds) if seeds else None)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
     @app.command("report", epilog="Example: safepref report runs/quick --markdown")

@@ -9,8 +9,10 @@ texts, settings, a fingerprint of the model's weights, scores, upstream keys), s
 changed input recomputes only what depends on it, and a killed run finishes on rerun
 (each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
 Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
-written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
-with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
+written for those prompts only). With ``seeds`` each trained configuration trains on its pairs once per seed and
+each of those models is evaluated; the manifest entry lists them under ``seeds`` (the first also where one seed
+is). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced, with its number of pairs,
+of prompts and a hash of the prompt ids; the report reads it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from safepref.generation.generate import (
     release_engines,
 )
 from safepref.models import loading as models
-from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, read_responses, write_pairs
+from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, pairs_data, read_responses, write_pairs
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import write_report
@@ -83,7 +85,8 @@ class Run:
         self.manifest_path = self.dir / "manifest.json"
         self.manifest: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"),
                                          "config_path": str(config_path) if config_path else None,
-                                         "seed": config.seed, "targets": {}, "timings": {}}
+                                         "seed": config.seed, "seeds": config.training_seeds(), "targets": {},
+                                         "timings": {}}
         if self.manifest_path.exists():
             previous = json.loads(self.manifest_path.read_text())
             self.manifest["timings"] = previous.get("timings", {})
@@ -220,12 +223,27 @@ class Run:
             responses = read_responses(response_files)
             scores = self._timed(f"score {label}", lambda: self.score(responses))
         prompt_ids = {p.id for p in prompts}
+        seeds = self.config.training_seeds()
         for recipe in recipes:
             entry = self._entry(label, recipe)
-            model_for_eval = target.model
-            if recipe != SFT:
-                model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
-            self.evaluate_configuration(target, recipe, entry, model_for_eval)
+            if recipe == SFT:  # nothing trained: greedy evaluation of the same weights does not depend on a seed
+                self.evaluate_configuration(target, recipe, entry, target.model)
+                continue
+            pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
+            per_seed = []
+            for seed in seeds:  # the first seed's results stay at the entry's top level, as with one seed
+                place, suffix = (entry if seed == seeds[0] else {}), f" seed {seed}" * (len(seeds) > 1)
+                # without `seeds` the training settings keep their own seed: single-seed runs keep their keys
+                overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
+                place["training"] = self._timed(f"train {label} {recipe}{suffix}",
+                                                lambda o=overrides, p=pairs: self.train(target, p, o))
+                self._save()
+                self.evaluate_configuration(target, recipe, place, place["training"]["out_dir"], suffix)
+                per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
+                                                  if k in place}})
+            if len(seeds) > 1:
+                entry["seeds"] = per_seed
+                self._save()
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -234,9 +252,9 @@ class Run:
                                self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
                                ScoreConfig(device=self.config.device, dtype=self.config.dtype))
 
-    def train_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
-                            scores, prompt_ids: set[str]) -> str:
-        """Build (and debias) the recipe's pairs, audit them, train on them; returns the trained model's folder."""
+    def prepare_pairs(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
+                      scores, prompt_ids: set[str]):
+        """Build (and debias) the recipe's pairs, audit them; returns the pairs file (every seed's) and the recipe."""
 
         label = models.model_label(target.model)
         variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
@@ -250,20 +268,21 @@ class Run:
         entry["data"] = pairs_data(pairs)
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
-        entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
         self._save()
-        return entry["training"]["out_dir"]
+        return pairs, variant
 
-    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
+    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str,
+                               suffix: str = "") -> None:
         """Safety, then answer quality on benign prompts and general ability, each as the config asks."""
         label = models.model_label(target.model)
-        entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
+        entry["safety"] = self._timed(f"safety {label} {recipe}{suffix}", lambda: self.safety(model))
         self._save()
         if self.config.benign:
-            entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
+            entry["benign"] = self._timed(f"benign {label} {recipe}{suffix}",
+                                          lambda: self.benign(target, model, entry["safety"]))
             self._save()
         if self.config.general:
-            entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
+            entry["general"] = self._timed(f"general {label} {recipe}{suffix}", lambda: self.general(model))
             self._save()
 
     def audit(self, pairs_path: Path) -> str:
@@ -329,8 +348,8 @@ class Run:
         spec = self.config.safety
         summaries = []
         for suite in spec.suites:
-            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
-                                      judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
+            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks_for(suite),
+                                      judges=spec.judges, limit=spec.limit_for(suite), max_new_tokens=spec.max_new_tokens,
                                       seed=self.config.seed, judge_model=spec.judge_model,
                                       backend=self.config.generation.backend, device=self.config.device,
                                       dtype=self.config.dtype)
@@ -369,17 +388,10 @@ class Run:
         return str(out / "general.json")
 
 
-def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths."""
-    config = load_config(config_path)
+def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Any]:
+    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths.
+    ``seeds`` replaces the config's training seeds."""
+    config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path).run()
-
-
-def pairs_data(pairs_path: Path) -> dict[str, Any]:
-    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
-
-    pairs = read_pairs(pairs_path)
-    ids = {prompt_id(pair.prompt_text) for pair in pairs}
-    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
-
