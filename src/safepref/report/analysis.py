@@ -74,6 +74,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
                                            _group(name))
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
+            "precision": manifest.get("precision"),
             "seed": manifest.get("seed"), "seeds": manifest.get("seeds") or [manifest.get("seed")],
             "timings": manifest.get("timings"),
             "stage_shares": stage_shares(manifest.get("timings") or {}),
