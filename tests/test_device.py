@@ -306,8 +306,8 @@ def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tm
     config = load_config(_run_config(tmp_path, str(tiny_model_dir)))
     trained = []
 
-    def fake_train(model, pairs, out, cfg, device):
-        trained.append(device)
+    def fake_train(model, pairs, out, cfg, device, dtype):
+        trained.append((device, dtype))
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "train_summary.json").write_text(json.dumps({"final_loss": 0.6, "steps": 1}))
 
@@ -316,7 +316,7 @@ def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tm
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     Run(config, tmp_path / "run").train(config.targets[0], pairs)
-    assert trained == ["auto"]
+    assert trained == [("auto", "auto")]  # the run's device and precision policy reach the trainer
     monkeypatch.setattr("safepref.training.launch.importlib.util.find_spec", lambda name: None)
     with pytest.raises(InputError, match="DeepSpeed"):
         LaunchSettings(launcher="accelerate").config_file(lora=False)
