@@ -306,7 +306,7 @@ def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tm
     config = load_config(_run_config(tmp_path, str(tiny_model_dir)))
     trained = []
 
-    def fake_train(model, pairs, out, cfg, device):
+    def fake_train(model, pairs, out, cfg, device, dtype="auto"):
         trained.append(device)
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "train_summary.json").write_text(json.dumps({"final_loss": 0.6, "steps": 1}))
