@@ -1,18 +1,17 @@
-"""The report's analysis: what a run folder's artifacts say, gathered into one JSON-able dict.
+"""The report's analysis: what a bundle's evidence says, gathered into one JSON-able dict.
 
-Reads ``RUN_DIR/manifest.json`` (written by the runner) and the artifacts it names: safety summaries, general
-ability results, audits, training dynamics; adds the data warnings and the checks of the paper's three findings.
+Reads a bundle (:mod:`safepref.bundle`, written by the runner as its stages finish): rates recomputed from the
+stored answers and verdicts, benign measures, general ability results, audits, training logs; adds the data
+warnings and the checks of the paper's three findings.
 Drawing and writing it out is :mod:`safepref.report.render` and :mod:`safepref.report.figures`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safepref.core.errors import InputError
-from safepref.core.io import iter_jsonl
+from safepref.bundle import Bundle
 from safepref.core.stats import difference_interval
 from safepref.pairs.recipes import RECIPES_DIR, load_recipe
 from safepref.report.benign import add_collapse_check
@@ -44,35 +43,35 @@ def recipe_label(name: str) -> str:
     return load_recipe(name).label or name
 
 
-def _load_json(path: str | None) -> Any:
-    if not path or not Path(path).is_file():
-        return None
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def configuration_label(name: str) -> str:
+    """How the report names a configuration: the paper's label, a recipe's own label, else its name."""
+    return LABELS.get(name) or recipe_label(name)
 
 
 # ---------------------------------------------------------------------------------------------- collect
 
 
-def collect_results(run_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, gathered from the manifest's artifacts into one JSON-able dict."""
-    manifest = _load_json(str(run_dir / "manifest.json"))
-    if manifest is None:
-        raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
-                         path=run_dir)
+def collect_results(bundle_dir: Path) -> dict[str, Any]:
+    """Everything the report shows, gathered from a bundle into one JSON-able dict: a function of the bundle
+    alone (no run folder, no model, no network)."""
+    bundle = Bundle(bundle_dir)
+    manifest = bundle.manifest
     targets: dict[str, Any] = {}
-    for target, configurations in manifest.get("targets", {}).items():
+    provenance: dict[str, Any] = {}
+    for target, configurations in manifest.targets.items():
         rows = {}
         for name in _order(list(configurations)):
-            entry = configurations[name]
-            row: dict[str, Any] = {"label": LABELS.get(name) or recipe_label(name), "group": _group(name)}
-            safety = [s for s in (_load_json(p) for p in entry.get("safety", [])) if s]
+            record = configurations[name]
+            evidence = bundle.evidence(record)
+            row: dict[str, Any] = {"label": record.label, "group": _group(name)}
+            safety = evidence["safety"]
             row["safety"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])]
             row["refusal"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])]
             row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
-            general = _load_json(entry.get("general"))
+            general = evidence["general"]
             row["general"] = general.get("tasks") if general else None
-            row["benign"] = _load_json(entry.get("benign"))
-            audit = _load_json(entry.get("audit"))
+            row["benign"] = evidence["benign"]
+            audit = evidence["audit"]
             if audit:
                 row["audit"] = {
                     "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
@@ -80,26 +79,31 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
                                      "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
                     "pair_diagnostics": audit.get("pair_diagnostics"),
                 }
-            if entry.get("data"):
-                row["data"] = entry["data"]
-            training = entry.get("training")
+            if evidence["data"]:
+                row["data"] = evidence["data"]
+            training = evidence["training"]
             if training:
-                dynamics_path = Path(training["dynamics"])
-                dynamics = [r for _, r in iter_jsonl(dynamics_path)] if dynamics_path.is_file() and \
-                    dynamics_path.stat().st_size else []
+                dynamics = evidence["dynamics"]
                 row["training"] = {"final_loss": training.get("final_loss"), "late_loss": late_loss(dynamics),
                                    "steps": training.get("steps"),
                                    "dynamics": dynamics}
             rows[name] = row
+            provenance.setdefault(target, {})[name] = {"label": record.label, "key": record.key,
+                                                       "complete": record.complete,
+                                                       **record.code.model_dump(mode="json")}
         targets[target] = rows
-    return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
-            "seed": manifest.get("seed"), "timings": manifest.get("timings"),
-            "stage_shares": stage_shares(manifest.get("timings") or {}),
-            "n_training_prompts": manifest.get("n_training_prompts"),
-            "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
+    entries = {target: {name: {"base": r.base, "debias": r.debias} for name, r in configurations.items()}
+               for target, configurations in manifest.targets.items()}
+    return {"name": manifest.name, "config": manifest.config, "versions": manifest.versions,
+            "seed": manifest.seed, "timings": manifest.timings,
+            "stage_shares": stage_shares(manifest.timings or {}),
+            "n_training_prompts": manifest.n_training_prompts,
+            "training_prompt_set": manifest.training_prompt_set, "targets": targets,
+            "judges": {name: judge.model_dump(mode="json") for name, judge in manifest.judges.items()},
+            "provenance": provenance,
             "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
             "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
-            "mitigations": mitigation_rows(manifest, targets)}
+            "mitigations": mitigation_rows({"targets": entries}, targets)}
 
 
 # ---------------------------------------------------------------------------------------------- warnings

@@ -8,19 +8,14 @@ other refusal rates, general ability, the late DPO loss, and how many pairs the 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from safepref.core.stats import difference_interval
 
 
 def _debias_counts(entry: dict[str, Any]) -> dict[str, Any] | None:
-    path = entry.get("debias")
-    if not path or not Path(path).is_file():
-        return None
-    summary = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {"method": summary["method"], "n_in": summary["n_in"], "n_out": summary["n_out"]}
+    counts = entry.get("debias")
+    return {"method": counts["method"], "n_in": counts["n_in"], "n_out": counts["n_out"]} if counts else None
 
 
 def _asr_rows(row: dict[str, Any], original: dict[str, Any]) -> list[dict[str, Any]]:

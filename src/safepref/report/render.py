@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from safepref.judges import agreement_note
+from safepref.judges import agreement_note, format_agreement
 from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
 from safepref.report.figures import asr_figure, separability_figure, training_figure
@@ -16,6 +16,15 @@ from safepref.report.mitigations import mitigation_table, mitigations_markdown
 from safepref.report.published import published_html, published_markdown
 
 # ---------------------------------------------------------------------------------------------- cells
+
+
+def judge_notes(results: dict[str, Any]) -> dict[str, str]:
+    """Each judge's agreement with people, as the bundle recorded it beside the judge's verdicts; a judge it has no
+    record of gets the shipped judge's."""
+    names = {r["judge"] for rows in results["targets"].values() for row in rows.values() for r in row["safety"]}
+    recorded = results.get("judges") or {}
+    return {name: format_agreement(recorded[name].get("agreement")) if name in recorded else agreement_note(name)
+            for name in names}
 
 
 def _unjudged_text(result: dict[str, Any]) -> str:
@@ -100,7 +109,8 @@ def render_html(results: dict[str, Any]) -> str:
              f"{html.escape(str(results.get('training_prompt_set')))}); seed {results.get('seed')}. "
              "Every rate shows n and a 95% interval.</p>"]
     for target, rows in results["targets"].items():
-        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), benign_html(rows, _table),
+        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows, judge_notes(results)),
+                  benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
     parts += published_html(results, _table)
@@ -136,7 +146,7 @@ def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -
     return parts
 
 
-def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
+def _html_safety(target: str, rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
     """An ASR figure per suite and attack, the ASR table and the agreement between judges."""
     parts = []
     attacks = sorted({(r.get("suite"), r["attack"]) for row in rows.values() for r in row["safety"]},
@@ -145,7 +155,7 @@ def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
         image = asr_figure(target, rows, attack, suite)
         if image:
             parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
-    body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
+    body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + notes[r["judge"]], r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
              _ci(r.get("asr_ci95")), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
@@ -261,26 +271,62 @@ def _html_run_details(results: dict[str, Any]) -> list[str]:
 def render_markdown(results: dict[str, Any]) -> str:
     """The headline table per target (a row per configuration) and the paper checks, for a README or an issue."""
     lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, seed {results.get('seed')}"]
-    for target, rows in results["targets"].items():
-        lines += ["", f"## {target}", "", *_headline_table(rows)]
-        data = [row for row in rows.values() if row.get("data")]
-        if data:
-            lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
-                                                        f"{row['data']['n_prompts']} prompts (set {row['data']['prompt_set']})"
-                                                        for row in data)]
-        for warning in (results.get("warnings") or {}).get(target) or []:
-            lines += ["", f"**Warning:** {warning}"]
-        diagnostics = pair_diagnostics_rows(rows)
-        if diagnostics:
-            lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
-                      "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
-                      *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
-        lines += benign_markdown(rows)
-        lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
+    for target in results["targets"]:
+        lines += ["", f"## {target}", "", *target_markdown(results, target)]
     lines += mitigations_markdown(results.get("mitigations") or {})
     lines += published_markdown(results)
     lines += _markdown_timings(results)
+    lines += provenance_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def target_markdown(results: dict[str, Any], target: str) -> list[str]:
+    """One target's tables: the headline table, its training data, warnings, pair diagnostics, answer quality and
+    the paper checks."""
+    rows = results["targets"][target]
+    lines = _headline_table(rows, judge_notes(results))
+    data = [row for row in rows.values() if row.get("data")]
+    if data:
+        lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
+                                                    f"{row['data']['n_prompts']} prompts (set {row['data']['prompt_set']})"
+                                                    for row in data)]
+    for warning in (results.get("warnings") or {}).get(target) or []:
+        lines += ["", f"**Warning:** {warning}"]
+    diagnostics = pair_diagnostics_rows(rows)
+    if diagnostics:
+        lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
+                  "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
+                  *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
+    lines += benign_markdown(rows)
+    lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
+    return lines
+
+
+def _code_text(entry: dict[str, Any]) -> str:
+    return f"safepref {entry.get('safepref') or '?'}" + (f" ({entry['commit']})" if entry.get("commit") else "")
+
+
+def provenance_markdown(results: dict[str, Any]) -> list[str]:
+    """Which code computed each configuration's evidence (a resumed grid can hold rows of several versions), and
+    which configurations are still incomplete."""
+    entries = [(target, entry) for target, configurations in (results.get("provenance") or {}).items()
+               for entry in configurations.values()]
+    if not entries:
+        return []
+    codes = {(_code_text(e), tuple(sorted(e.get("stage_versions", {}).items()))) for _, e in entries}
+    incomplete = [f"{target} {e['label']}" for target, e in entries if not e["complete"]]
+    lines = [""]
+    if len(codes) == 1:
+        lines.append(f"Evidence: every configuration computed by {_code_text(entries[0][1])}.")
+    else:
+        lines += ["Evidence: configurations computed by different code (stage versions in brackets):", "",
+                  "| target | configuration | configuration key | code | stage versions |", "|---|---|---|---|---|"]
+        lines += [f"| {target} | {e['label']} | {e['key']} | {_code_text(e)} | "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(e.get("stage_versions", {}).items())) + " |"
+                  for target, e in entries]
+    if incomplete:
+        lines += ["", "Incomplete (a stage has not finished): " + ", ".join(incomplete) + "."]
+    return lines
 
 
 def _markdown_timings(results: dict[str, Any]) -> list[str]:
@@ -298,7 +344,7 @@ def _metric_of(rows: dict[str, Any], task: str) -> str:
                 "")
 
 
-def _headline_table(rows: dict[str, Any]) -> list[str]:
+def _headline_table(rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
     """A column per harmful-suite judge, refusal measure, probe feature set, the late DPO loss and each general task;
     a row per configuration."""
     harm = harm_columns(rows)
@@ -312,7 +358,7 @@ def _headline_table(rows: dict[str, Any]) -> list[str]:
             n_of.setdefault((r.get("suite"), r["judge"]), r["n"])
         for r in row["refusal"]:
             n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
-    header = ([f"ASR {judge}{agreement_note(judge)}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
+    header = ([f"ASR {judge}{notes[judge]}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
               + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
               + [f"probe accuracy, {feature}" for feature in features] + ["DPO loss, last quarter (steps)"]
               + [f"{task} {_metric_of(rows, task)}" for task in tasks])

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
+from safepref.bundle import BundleWriter, default_judges, rejudge_bundle
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import visible_gpus
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
-from safepref.core.keys import prompt_set_key
+from safepref.core.keys import STAGE_VERSIONS, content_key, prompt_set_key
 from safepref.core.paths import slug
 from safepref.core.versions import package_versions
 from safepref.evaluation.benign import BenignEvalConfig, benign_key, evaluate_benign
@@ -45,7 +47,7 @@ from safepref.models import loading as models
 from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, read_responses, write_pairs
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
-from safepref.report import write_report
+from safepref.report import configuration_label, write_report
 from safepref.runner.config import (
     SFT,
     AuditSpec,
@@ -59,7 +61,7 @@ from safepref.runner.config import (
     load_config,
 )
 from safepref.scoring.score import ScoreConfig, score_responses
-from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key
+from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key, training_record
 from safepref.training.launch import train_with_accelerate
 
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
@@ -76,7 +78,8 @@ FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chose
 class Run:
     """Walks the grid; each step is skipped when its artifact (named by its key) already exists."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None):
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None,
+                 bundle_dir: str | Path | None = None):
         self.config = config
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -84,9 +87,14 @@ class Run:
         self.manifest: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"),
                                          "config_path": str(config_path) if config_path else None,
                                          "seed": config.seed, "targets": {}, "timings": {}}
+        # the evidence, written as stages finish; a configuration it holds under the same key is not run again
+        self.bundle = BundleWriter(bundle_dir or self.dir / "bundle", config.name, self.manifest["config"])
+        self.manifest["bundle"] = str(self.bundle.dir)
+        self.manifest["timings"] = dict(self.bundle.manifest.timings)
+        self.reused: list[tuple[str, str]] = []
         if self.manifest_path.exists():
             previous = json.loads(self.manifest_path.read_text())
-            self.manifest["timings"] = previous.get("timings", {})
+            self.manifest["timings"].update(previous.get("timings", {}))
 
     def _save(self) -> None:
         write_json_atomic(self.manifest_path, self.manifest)
@@ -105,7 +113,8 @@ class Run:
     def _artifact_state(self) -> tuple[int, int]:
         """(number of files, newest modification) under the run folder, the run's own summaries aside."""
         own = {"manifest.json", "results.json", "report.html", "summary.md"}
-        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own]
+        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own
+                  and self.bundle.dir not in path.parents]
         return len(stamps), max(stamps, default=0)
 
     def _entry(self, target: str, configuration: str) -> dict[str, Any]:
@@ -127,8 +136,9 @@ class Run:
             prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
-    def responses_for(self, target: TargetSpec, prompts) -> list[Path]:
-        """Generate (or reuse) every source the target's recipes draw from; returns the response files."""
+    def generation_jobs(self, target: TargetSpec, prompts, needed: set[str]) -> list[dict[str, Any]]:
+        """Every answer set that the source aliases ``needed`` draw on: its label, decoding settings (None for a
+        fixed answer set), content key and file."""
 
         g = self.config.generation
         base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
@@ -137,36 +147,47 @@ class Run:
                     device=self.config.device, dtype=self.config.dtype)
         if g.batch_size:
             base["batch_size"] = g.batch_size
-        needed = self.sources_needed(target)
-        jobs: list[tuple[str, bool]] = []  # (source, greedy)
+        models_asked: list[tuple[str, bool]] = []  # (source, greedy)
         if needed & {"self", "self_samples", "all"}:
-            jobs.append((target.model, False))
+            models_asked.append((target.model, False))
         if needed & {"self", "self_greedy", "all"}:
-            jobs.append((target.model, True))
+            models_asked.append((target.model, True))
         if target.stronger and needed & {"stronger", "all"}:
-            jobs.append((target.stronger, True))
+            models_asked.append((target.stronger, True))
         if needed & {"peers", "all"}:
-            jobs += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
-        files = []
+            models_asked += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
+        jobs = []
         for source in FIXED_SOURCES:
             if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
-                files.append(self.dir / "responses" / f"{source}-{generate_key(source, prompts)}.jsonl")
-                self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
-        for source, greedy in jobs:
+                key = generate_key(source, prompts)
+                jobs.append({"label": f"generate {source}", "source": source, "config": None, "key": key,
+                             "path": self.dir / "responses" / f"{source}-{key}.jsonl"})
+        for source, greedy in models_asked:
             config = GenerationConfig(greedy=greedy, **base)
             mode = "greedy" if greedy else f"k{g.samples}"
             key = generate_key(answer_identity(source, config), prompts)
-            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"
-            self._timed(f"generate {models.model_label(source)} {mode}",
-                        lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
-            files.append(path)
+            jobs.append({"label": f"generate {models.model_label(source)} {mode}", "source": source, "config": config,
+                         "key": key,
+                         "path": self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"})
+        return jobs
+
+    def responses_for(self, target: TargetSpec, prompts, recipes: list[str]) -> list[Path]:
+        """Generate (or reuse) every source the recipes draw from; returns the response files."""
+
+        files = []
+        for job in self.generation_jobs(target, prompts, self.sources_needed(target, recipes)):
+            if job["config"] is None:
+                self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"]))
+            else:
+                self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"], j["config"]))
+            files.append(job["path"])
         return files
 
-    def sources_needed(self, target: TargetSpec) -> set[str]:
-        """Source aliases that the target's recipes draw from (only these are generated)."""
+    def sources_needed(self, target: TargetSpec, recipes: list[str] | None = None) -> set[str]:
+        """Source aliases that the recipes (default: the target's) draw from (only these are generated)."""
 
         needed: set[str] = set()
-        for name in self.config.recipes_for(target):
+        for name in self.config.recipes_for(target) if recipes is None else recipes:
             if name != SFT:
                 recipe = load_recipe(name)
                 needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
@@ -200,18 +221,38 @@ class Run:
         self.manifest["n_training_prompts"] = len(prompts)
         # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
         self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
+        self._save_bundle_run()
         for target in self.config.targets:
             self.run_target(target, prompts)
         self._save()
+        self._save_bundle_run()
+        if self.reused:  # evidence made earlier is judged by the judges this config asks for, as they are now
+            judges = [*self.config.safety.judges, *default_judges(self.bundle.manifest)]
+            rejudge_bundle(self.bundle.dir, judges=judges, judge_model=self.config.safety.judge_model)
+            self.bundle.reload()
+        self.bundle.finish()
+        return write_report(self.bundle.dir, out_dir=self.dir)
 
-        return write_report(self.dir)
+    def _save_bundle_run(self) -> None:
+        self.bundle.update_run(versions=self.manifest["versions"], seed=self.config.seed,
+                               n_training_prompts=self.manifest["n_training_prompts"],
+                               training_prompt_set=self.manifest["training_prompt_set"],
+                               timings=dict(self.manifest["timings"]))
 
     def run_target(self, target: TargetSpec, prompts) -> None:
-        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate."""
+        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate.
+        A configuration whose evidence the bundle holds under the same key is taken from there."""
         label = models.model_label(target.model)
-        recipes = self.config.recipes_for(target)
+        keys = {recipe: self.configuration_key(target, recipe, prompts) for recipe in self.config.recipes_for(target)}
+        recipes = []
+        for recipe, key in keys.items():
+            if self.bundle.reusable(label, recipe, key):
+                self._entry(label, recipe).update(key=key, from_bundle=str(self.bundle.dir))
+                self.reused.append((label, recipe))
+            else:
+                recipes.append(recipe)
         needs_pairs = [r for r in recipes if r != SFT]
-        response_files = self.responses_for(target, prompts) if needs_pairs else []
+        response_files = self.responses_for(target, prompts, needs_pairs) if needs_pairs else []
         self._save()
         scores = None
         if response_files:
@@ -221,10 +262,71 @@ class Run:
         prompt_ids = {p.id for p in prompts}
         for recipe in recipes:
             entry = self._entry(label, recipe)
+            entry["key"] = keys[recipe]
             model_for_eval = target.model
             if recipe != SFT:
                 model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
             self.evaluate_configuration(target, recipe, entry, model_for_eval)
+
+    # -------------------------------------------------------------------------------------- the bundle
+
+    def configuration_inputs(self, target: TargetSpec, recipe: str, prompts) -> dict[str, Any]:
+        """What a configuration's evidence is computed from, known before any work: the target's weights, the seed,
+        the evaluation settings and the stages' versions; for a trained configuration also what its pairs are
+        built from (the recipe, the content keys of the answers it draws on, the reward model's weights, the build
+        settings), the debias step and every training setting. Judges are not among them: stored answers are
+        judged again (``safepref rejudge``), never generated again, when a judge changes."""
+
+        inputs: dict[str, Any] = {"target": models.weights_fingerprint(target.model), "seed": self.config.seed,
+                                  "evaluation": self.evaluation_settings(target),
+                                  "stage_versions": dict(STAGE_VERSIONS)}
+        if recipe == SFT:
+            return inputs
+        variant = load_recipe(recipe)
+        base = load_recipe(variant.base) if variant.base else variant
+        jobs = self.generation_jobs(target, prompts, self.sources_needed(target, [recipe]))
+        inputs["pairs"] = {
+            "recipe": base.model_dump(mode="json"), "answers": {job["label"]: job["key"] for job in jobs},
+            "samples": self.config.generation.samples,
+            "reward_model": models.weights_fingerprint(self.config.reward_model) if base.needs_scores else None,
+            "build": {"stronger": target.stronger or models.STRONGER_MODEL, "peers": list(target.peers)}}
+        if variant.debias:
+            inputs["debias"] = self.debias_settings(target, variant)
+        inputs["training"] = training_record(DPOTrainingConfig(**{**self.config.training_for(target),
+                                                                  **variant.training}))
+        if self.config.audit:
+            inputs["audit"] = self.config.audit.model_dump(mode="json")
+        return inputs
+
+    def configuration_key(self, target: TargetSpec, recipe: str, prompts) -> str:
+        return content_key("configuration", self.configuration_inputs(target, recipe, prompts))
+
+    def evaluation_settings(self, target: TargetSpec) -> dict[str, Any]:
+        """Every evaluation setting a configuration's evidence depends on (not the judges: see above)."""
+        safety = []
+        for suite in self.config.safety.suites:
+            settings = self.safety_config(suite).key_dump()
+            safety.append({k: v for k, v in settings.items() if k not in ("judges", "judge_model", "base_url")})
+        return {"safety": safety,
+                "benign": self.benign_config(target).key_dump() if self.config.benign else None,
+                "general": asdict(self.general_config()) if self.config.general else None}
+
+    def _record(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
+        """The configuration's finished stages into the bundle."""
+        evaluated = (entry.get("training") or {}).get("out_dir") or target.model
+        used = {"target": models.weights_fingerprint(target.model)}
+        if evaluated != target.model and Path(evaluated).is_dir():
+            used["evaluated"] = models.weights_fingerprint(evaluated)
+        stage_keys = {"pairs": file_fingerprint(entry["pairs"]) if entry.get("pairs") else None,
+                      "train": _key_in_name(Path(entry["training"]["out_dir"])) if entry.get("training") else None,
+                      "audit": _key_in_name(Path(entry["audit"]).parent) if entry.get("audit") else None,
+                      "safety": [_key_in_name(Path(p).parent) for p in entry.get("safety") or []],
+                      "benign": _key_in_name(Path(entry["benign"]).parent) if entry.get("benign") else None,
+                      "general": _key_in_name(Path(entry["general"]).parent) if entry.get("general") else None}
+        label = models.model_label(target.model)
+        self.bundle.record(label, recipe, key=entry["key"], label=configuration_label(recipe),
+                           entry={**entry, "safety_keys": stage_keys["safety"]}, complete=complete, models=used,
+                           stage_keys={k: v for k, v in stage_keys.items() if v})
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -249,8 +351,10 @@ class Run:
         entry["data"] = pairs_data(pairs)
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
+        self._record(target, recipe, entry, complete=False)
         entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
         self._save()
+        self._record(target, recipe, entry, complete=False)
         return entry["training"]["out_dir"]
 
     def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
@@ -258,12 +362,15 @@ class Run:
         label = models.model_label(target.model)
         entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
         self._save()
+        self._record(target, recipe, entry, complete=False)
         if self.config.benign:
             entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
             self._save()
+            self._record(target, recipe, entry, complete=False)
         if self.config.general:
             entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
             self._save()
+        self._record(target, recipe, entry, complete=True)
 
     def audit(self, pairs_path: Path) -> str:
 
@@ -279,10 +386,7 @@ class Run:
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
         """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
 
-        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
-                    "target": target.model, "seed": self.config.seed}
-        if self.config.generation.batch_size:
-            settings["batch_size"] = self.config.generation.batch_size
+        settings = self.debias_settings(target, recipe)
         key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings)
         out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
         if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
@@ -291,6 +395,13 @@ class Run:
                                                               dtype=self.config.dtype), out,
                          {str(pairs_path): file_fingerprint(pairs_path)})
         return out, str(summary_path(out))
+
+    def debias_settings(self, target: TargetSpec, recipe) -> dict[str, Any]:
+        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
+                    "target": target.model, "seed": self.config.seed}
+        if self.config.generation.batch_size:
+            settings["batch_size"] = self.config.generation.batch_size
+        return settings
 
     def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
@@ -316,14 +427,9 @@ class Run:
 
     def safety(self, model: str) -> list[str]:
 
-        spec = self.config.safety
         summaries = []
-        for suite in spec.suites:
-            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks,
-                                      judges=spec.judges, limit=spec.limit, max_new_tokens=spec.max_new_tokens,
-                                      seed=self.config.seed, judge_model=spec.judge_model,
-                                      backend=self.config.generation.backend, device=self.config.device,
-                                      dtype=self.config.dtype)
+        for suite in self.config.safety.suites:
+            config = self.safety_config(suite)
             key = safety_key(models.weights_fingerprint(model), config)
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
@@ -331,15 +437,30 @@ class Run:
             summaries.append(str(out / "summary.json"))
         return summaries
 
+    def safety_config(self, suite: str) -> SafetyEvalConfig:
+        spec = self.config.safety
+        return SafetyEvalConfig(suite=suite, attacks=spec.attacks, judges=spec.judges, limit=spec.limit,
+                                max_new_tokens=spec.max_new_tokens, seed=self.config.seed, judge_model=spec.judge_model,
+                                backend=self.config.generation.backend, device=self.config.device,
+                                dtype=self.config.dtype)
+
+    def benign_config(self, target: TargetSpec) -> BenignEvalConfig:
+        spec = self.config.benign
+        return BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
+                                max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
+                                reward_model=self.config.reward_model, device=self.config.device,
+                                dtype=self.config.dtype)
+
+    def general_config(self):
+        spec = self.config.general
+        return make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
+                           batch_size=spec.batch_size, seed=self.config.seed)
+
     def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
         """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
         eval-safety answered; both answer sets are shared through ``benign/answers``."""
 
-        spec = self.config.benign
-        config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
-                                  max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
-                                  reward_model=self.config.reward_model, device=self.config.device,
-                                  dtype=self.config.dtype)
+        config = self.benign_config(target)
         key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
                          [Path(p) for p in safety_summaries])
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
@@ -350,20 +471,25 @@ class Run:
 
     def general(self, model: str) -> str:
 
-        spec = self.config.general
-        config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
-                             batch_size=spec.batch_size, seed=self.config.seed)
+        config = self.general_config()
         out = self.dir / "general" / f"{slug(models.model_label(model))}-{general_key(models.weights_fingerprint(model))}"
         release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
         evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
         return str(out / "general.json")
 
 
-def run_experiment(config_path: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths."""
+def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
+                   bundle_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``), its evidence in
+    ``bundle_dir`` (default ``RUN_DIR/bundle``); returns report paths."""
     config = load_config(config_path)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
-    return Run(config, run_dir, config_path).run()
+    return Run(config, run_dir, config_path, bundle_dir).run()
+
+
+def _key_in_name(path: Path) -> str:
+    """The content key an artifact's file or folder name ends with (``<label>-<key>``)."""
+    return path.name.removesuffix(".jsonl").rsplit("-", 1)[-1]
 
 
 def pairs_data(pairs_path: Path) -> dict[str, Any]:
