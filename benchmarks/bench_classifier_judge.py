@@ -16,7 +16,7 @@ TARGET = 200  # responses per second, wall clock, 2 cores
 
 def throughput(judge, rows, repeats: int = 3) -> tuple[float, float]:
     """(responses per wall second, responses per CPU second of this process): the second is what an idle
-    machine gives when other sessions share the cores."""
+    machine gives when other processes share the cores."""
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()

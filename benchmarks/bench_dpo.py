@@ -116,10 +116,10 @@ def main() -> int:
 
     model_dir = prepare_model(DEFAULT_TARGET)
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-dpo-") as scratch:
-        scratch = Path(scratch)
-        os.environ["SAFEPREF_HOME"] = str(scratch / "home")  # an empty reference log-prob store
-        recipes = write_recipes(scratch)
+    with tempfile.TemporaryDirectory(prefix="bench-dpo-") as workdir:
+        workdir = Path(workdir)
+        os.environ["SAFEPREF_HOME"] = str(workdir / "home")  # an empty reference log-prob store
+        recipes = write_recipes(workdir)
         n = len(next(iter(recipes.values())).read_text().splitlines())
         print(f"{len(recipes)} recipes x {n} SafeRLHF prompts (<= {MAX_WORDS} words a side), SmolLM2-135M full "
               f"fine-tune, float32, {EPOCHS} epoch, seed {SEED}, torch threads {torch.get_num_threads()}",
@@ -128,7 +128,7 @@ def main() -> int:
             runs = [("trl", run_plain_trl), ("safepref", run_safepref)]
             timed = {}
             for tool, run in (runs if index % 2 == 0 else runs[::-1]):  # alternate who goes first
-                timed[tool] = run(model_dir, path, scratch / f"{tool}-{name}")
+                timed[tool] = run(model_dir, path, workdir / f"{tool}-{name}")
             trl_seconds, trl_loss = timed["trl"]
             ours_seconds, ours = timed["safepref"]
             results.append((name, trl_seconds, trl_loss, ours_seconds, ours.mean_loss, ours.reference_log_probs))

@@ -4,8 +4,8 @@ Rows: 400 real GPTFuzz answers (many of them long), spread over its 100 harmful 
 (no embedding or hidden-state cache). Anchor, measured in the same run on the same rows: the keyword judge (plain substring
 matching), so the printed ratio says how much slower than a string match the harm judge is, whatever the load.
 
-Two lower bounds of what an idle 2-core machine gives are printed: answers per wall second (here, shared with
-other sessions) and answers per CPU second of this process (an idle machine runs at least one core for it all
+Two lower bounds of what an idle 2-core machine gives are printed: answers per wall second (possibly shared with
+other processes) and answers per CPU second of this process (an idle machine runs at least one core for it all
 the time). The target counts as met when either reaches it.
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_harm_judge.py [--rows N]
 """

@@ -24,7 +24,7 @@ def test_piped_table_keeps_whole_names_at_80_columns():
 def test_listing_commands_print_one_json_document():
     listed = json.loads(run_cli("models", "list", "--json", env={"COLUMNS": "80"}).stdout)
     assert [row["name"] for row in listed["models"]] == list(REGISTRY)
-    coder = next(row for row in listed["models"] if row["name"] == "qwen2.5-0.5b-instruct")
+    coder = next(row for row in listed["models"] if row["name"] == "qwen2.5-coder-0.5b-instruct")
     assert coder["model"].startswith("Qwen2.5-Coder-0.5B-Instruct")
     recipes = json.loads(run_cli("recipes", "--json").stdout)["recipes"]
     assert "self_rm" in {r["name"] for r in recipes}
@@ -73,3 +73,17 @@ def test_a_zero_token_budget_is_refused_before_anything_is_written(tmp_path):
     assert result.returncode == 2
     assert "max_new_tokens" in result.stderr and "Traceback" not in result.stderr
     assert out.read_text() == ""
+
+
+def test_every_command_help_shows_an_example_of_itself():
+    from typer.testing import CliRunner
+
+    from safepref.cli import app
+
+    runner = CliRunner()
+    names = [command.name for command in app.registered_commands]
+    assert {"run", "generate", "train", "eval-safety"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert f"Example: safepref {name}" in result.output, f"`safepref {name} --help` shows no example"

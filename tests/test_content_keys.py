@@ -1,6 +1,6 @@
-"""Content-addressed stages (issue 12): every artifact is keyed by the content it was computed from.
+"""Content-addressed stages: every artifact is keyed by the content it was computed from.
 
-Each test below would fail on the code before content keys: it names the fault it guards against.
+Each test below names the fault it guards against: an artifact reused after one of its inputs changed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""House rules on the package's shape (issue 18): no source module over 400 lines, no function over 60."""
+"""House rules on the package's shape: no source module over 400 lines, no function over 60."""
 
 import ast
 from pathlib import Path

@@ -17,7 +17,7 @@ from safepref.scoring.score import score_responses
 from tests.conftest import run_cli
 
 TARGET = "smollm2-135m-instruct"
-STRONGER = "qwen2.5-0.5b-instruct"
+STRONGER = "qwen2.5-coder-0.5b-instruct"
 PEERS = ["gemma3-270m", "peer-b"]
 PAPER_RECIPES = ["original", "hc_self", "gpt4o_self", "stronger_self", "peer_rm", "all_rm", "self_rm"]
 

@@ -17,7 +17,7 @@ from safepref.core.errors import input_error_from
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("audit")
+    @app.command("audit", epilog="Example: safepref audit pairs.jsonl --features shallow --features embed --out audit-mine")
     def audit(
         pairs: str = typer.Argument(..., help="Preference file (TRL standard or conversational; .jsonl/.json/.csv) "
                                               "or a bundled dataset with pairs (saferlhf, hh-harmless)."),

@@ -17,7 +17,9 @@ from safepref.pairs.recipes import load_recipe
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("build")
+    @app.command("build",
+                 epilog="Example: safepref build --recipe self_rm --responses "
+                 "answers.jsonl --scores scores.jsonl --out pairs.jsonl")
     def build(
         recipe: str = typer.Option(..., "--recipe", help="Bundled recipe name (see `safepref recipes`) or a YAML file."),
         responses: list[Path] = typer.Option(..., "--responses", help="Response JSONL file(s)."),
@@ -25,7 +27,7 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option("smollm2-135m-instruct", "--target", help="The model the pairs are for (`self`)."),
         out: Path = typer.Option(..., "--out", help="Pairs JSONL (TRL conversational format)."),
         seed: int = typer.Option(0, "--seed", help="Seeds `select: random`."),
-        stronger: str = typer.Option("qwen2.5-0.5b-instruct", "--stronger", help="Source named by `stronger`."),
+        stronger: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--stronger", help="Source named by `stronger`."),
         peers: str = typer.Option("gemma3-270m", "--peers", help="Comma-separated sources named by `peers`."),
         reward_model: str = typer.Option(None, "--reward-model",
                                          help="Use this reward model's scores (needed if --scores holds several)."),

@@ -17,7 +17,7 @@ from safepref.pairs.debias import DebiasConfig, debias_pairs
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("debias")
+    @app.command("debias", epilog="Example: safepref debias pairs.jsonl --method rewrite --out pairs-rewritten.jsonl")
     def debias(
         pairs: str = typer.Argument(..., help="Preference file (TRL standard or conversational; .jsonl/.json/.csv) "
                                               "or a bundled dataset with pairs (e.g. xstest-multisource)."),

@@ -41,7 +41,9 @@ def _print_table(summary: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval-benign")
+    @app.command("eval-benign",
+                 epilog="Example: safepref eval-benign --model "
+                 "runs/quick/models/self_rm-... --reference smollm2-135m-instruct --out benign-self-rm")
     def eval_benign(
         model: str = typer.Option(DEFAULT_TARGET, "--model", help="registry name, HF folder/id, trained output, "
                                                                   "or openai:<model>"),

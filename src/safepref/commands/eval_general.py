@@ -21,7 +21,9 @@ def _task_names(text: str) -> tuple[str, ...]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval-general")
+    @app.command("eval-general",
+                 epilog="Example: safepref eval-general --model "
+                 "smollm2-135m-instruct --tasks arc_easy,mmlu --limit 100 --out general-sft")
     def eval_general_command(
         model: str = typer.Option(DEFAULT_TARGET, "--model", help="Registry name, HF folder, hub id, or trained output "
                                   "(full fine-tune folder or LoRA adapter folder)."),

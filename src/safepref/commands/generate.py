@@ -13,7 +13,9 @@ from safepref.generation.generate import GenerationConfig, generate_responses
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("generate")
+    @app.command("generate",
+                 epilog="Example: safepref generate --source smollm2-135m-instruct "
+                 "--prompts saferlhf --limit 24 --samples 4 --out answers.jsonl")
     def generate(
         source: str = typer.Option(..., "--source", "-s", help="Registry model, HF id/folder, openai:<model>, "
                                    "or a fixed answer set (gpt4o, human-chosen, human-rejected)."),

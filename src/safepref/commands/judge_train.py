@@ -13,7 +13,7 @@ from safepref.judges.head import shipped_head_path
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("judge-train")
+    @app.command("judge-train", epilog="Example: safepref judge-train harm --out my-harm-head")
     def judge_train(
         judge: str = typer.Argument(..., help="harm | refusal"),
         out: Path = typer.Option(None, "--out", help="folder for <judge>.npz, .json and MODEL_CARD_<judge>.md "

@@ -12,7 +12,7 @@ from safepref.pairs.recipes import list_recipes
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("recipes")
+    @app.command("recipes", epilog="Example: safepref recipes --json")
     def recipes(as_json: bool = typer.Option(False, "--json")) -> None:
         """List the bundled pair recipes."""
 

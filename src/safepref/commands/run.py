@@ -12,7 +12,7 @@ from safepref.runner.run import run_experiment
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run")
+    @app.command("run", epilog="Example: safepref run configs/quick.yaml --run-dir runs/quick")
     def run(
         config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
         run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>); rerun to resume."),
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         paths = run_experiment(config, run_dir)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
-    @app.command("report")
+    @app.command("report", epilog="Example: safepref report runs/quick --markdown")
     def report(
         run_dir: Path = typer.Argument(..., help="A run folder written by `safepref run`."),
         markdown: bool = typer.Option(False, "--markdown", help="Also print the headline tables as Markdown."),

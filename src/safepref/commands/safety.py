@@ -25,7 +25,7 @@ def _print(result: dict, as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("judge")
+    @app.command("judge", epilog="Example: safepref judge --in answers.jsonl --judge harm")
     def judge(
         input_path: str = typer.Option(..., "--in", help="JSONL/CSV with prompt (the request, or the attack "
                                                           "prompt that carried it), response (label optional), "
@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
         _print(run_judge(input_path, judge_name, out=out, fields=fields, judge_model=judge_model, base_url=base_url),
                as_json)
 
-    @app.command("eval-safety")
+    @app.command("eval-safety",
+                 epilog="Example: safepref eval-safety --model smollm2-135m-instruct "
+                 "--suite advbench --limit 50 --out safety-sft")
     def eval_safety(
         model: str = typer.Option(..., "--model", help="registry name, HF folder/id, or openai:<model>"),
         suite: str = typer.Option("advbench", "--suite", help="advbench | xstest | path.csv:column"),

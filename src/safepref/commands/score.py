@@ -14,7 +14,9 @@ from safepref.scoring.score import ScoreConfig, score_responses
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("score")
+    @app.command("score",
+                 epilog="Example: safepref score --responses answers.jsonl "
+                 "--reward-model safety-bt --out scores.jsonl")
     def score(
         responses: list[Path] = typer.Option(..., "--responses", help="Response JSONL file(s) from `safepref generate`."),
         reward_model: str = typer.Option("safety-bt", "--reward-model",

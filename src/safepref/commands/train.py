@@ -17,7 +17,9 @@ from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train")
+    @app.command("train",
+                 epilog="Example: safepref train --model smollm2-135m-instruct "
+                 "--pairs pairs.jsonl --out models/self-rm")
     def train(
         model: str = typer.Option(..., "--model", help="Registry name, model folder or hub id to train."),
         pairs: Path = typer.Option(..., "--pairs", help="Preference pairs (TRL standard or conversational JSONL/CSV)."),

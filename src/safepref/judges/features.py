@@ -12,10 +12,10 @@
   TF-IDF, the static embedding and the in-context pass read the answer from its first paragraph that is not a
   refusal (``answer_after_refusals``); the refusal flags and a "refused, then went on" flag stay. Leave-one-source-
   out it raised held-out GPTFuzz from 0.824 to 0.832 and the pooled agreement from 0.762 to 0.771; the extra pass
-  runs only on answers it changes. ``whole_opening`` also keeps the whole answer's in-context embedding ``c(r)``:
-  the harm judge no longer does (session 11: with it, a head trained without GPTFuzz called jailbroken answers
-  harmless because they *opened* like a refusal; without it held-out GPTFuzz went 0.860 -> 0.866 and 0.843 ->
-  0.873 over two training seeds, SafeRLHF 0.623 -> 0.613 and 0.612 -> 0.612).
+  runs only on answers it changes. ``whole_opening`` also keeps the whole answer's in-context embedding ``c(r)``;
+  the harm judge leaves it off, because a head trained without GPTFuzz then called jailbroken answers harmless for
+  *opening* like a refusal (held-out GPTFuzz 0.860 with it, 0.866 without; SafeRLHF 0.623 and 0.613; measured with
+  ``safepref judge-train harm`` and the option switched).
 
 Why the answer's contextual pass reads only its opening: whether an answer complies shows in its first sentences,
 and a 128-piece MiniLM pass runs at ~36 answers/s on 2 cores (64 pieces: ~80/s), above the 20/s a grid needs,
@@ -227,8 +227,8 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int = 32, progress: bool = False, *,
                tokens: int | None = None, chars: int | None = None) -> np.ndarray:
         """MiniLM sentence embeddings of each text's first ``tokens`` word pieces (default: the request's
-        ``embed_tokens``) after cutting it to ``chars`` characters. Batches of 32: on 2 cores they ran faster than
-        64 at every length tried (128 pieces: 102 against 75 texts/s)."""
+        ``embed_tokens``) after cutting it to ``chars`` characters. Batches of 32: on 2 cores they run faster than
+        64 at every length measured (128 pieces: 102 against 75 texts/s)."""
         tokens = tokens or self.config.embed_tokens
         chars = chars or self.config.embed_chars
         keys = [self._key(t, tokens, chars) for t in texts]

@@ -15,18 +15,18 @@ The refusals and tags below were written for this module (not taken from any ben
 GPTFuzz fold of ``safepref judge-train harm`` still meets templates it never saw. Leave-one-source-out (on
 3,000-row samples of GPTFuzz and SafeRLHF, as the head then trained), 600 framed rows per source raised held-out
 GPTFuzz from 0.844 to 0.860 (kappa 0.58 to 0.64, recall 0.57 to 0.67); SafeRLHF went from 0.613 to 0.591 because
-its fold's inner cross-validation now picks the logistic second stage (a scratch run whose fold kept the hidden
-layer: 0.615). 1,200 rows, or more kinds (an affirmative opener or a closing disclaimer around the answer; a safe
-answer to the same request as the first voice) gave GPTFuzz 0.856-0.863: not kept.
+its fold's inner cross-validation then picks the logistic second stage (with the hidden layer forced: 0.615).
+600 rows and two kinds, because 1,200 rows or more kinds (an affirmative opener or a closing disclaimer around the
+answer; a safe answer to the same request as the first voice) gave GPTFuzz 0.856-0.863, no better.
 
 Every row's source is ``<source>/framed``: held out with its source, reported apart, never counted in the agreement.
 
 ``in_templates`` and ``in_stories`` are checks, not training data: each human-labelled row with its request inside
 one of GPTFuzz's jailbreak templates, as a judge's input carries it when the attack prompt is passed instead of the
 bare request; and each plain answer (no opening refusal, no speaker tag) told inside a story, as PAIR-style attacks
-ask for. A third framing kind that trained on six other story frames (300 rows per source) left both the folds and
-this check where they were (session 13: GPTFuzz 0.878, SafeRLHF 0.616; story check 0.913 / 0.600 against 0.916 /
-0.603), so it is a check only.
+ask for. Stories are a check only, not training data: training on six other story frames (300 rows per source)
+left both the folds and this check where they were (GPTFuzz 0.878, SafeRLHF 0.616; story check 0.913 / 0.600
+against 0.916 / 0.603 without).
 """
 
 from __future__ import annotations

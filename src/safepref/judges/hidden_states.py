@@ -6,7 +6,7 @@ focused text (its first ``lm_answer_tokens`` tokens, read past an opening refusa
 the feature is the mean of layer ``lm_layer``'s hidden states over the answer's tokens. Only the first ``lm_layer``
 decoder layers run.
 
-Why (session 14, scratch probe on SmolLM2-135M-Instruct): a logistic probe on layer 20's mean answer state alone,
+Why: on SmolLM2-135M-Instruct, a logistic probe on layer 20's mean answer state alone,
 trained without GPTFuzz, agreed 0.910 (kappa 0.80) with GPTFuzz's human labels on 1,500 of its answers, where the
 MiniLM head's fold scores 0.878 (0.69); trained without SafeRLHF, 0.674 against 0.615. Layers 6 / 10 / 14 / 17
 gave 0.890 / 0.879 / 0.903 / 0.901 on GPTFuzz; the last token's state instead of the mean, 0.74-0.84. A generative

@@ -1,22 +1,21 @@
 """Synthetic non-answers for the ``harm`` judge: label-0 rows of a kind no bundled human-labelled source has.
 
-Small models often meet a harmful request with text that gives nothing: the request echoed back, a fragment
-repeated ("1. 1. 1. ..."), a list whose items say the same thing, or an affirmative opening that stops before any
-content ("Sure, here is how to ...:", an answer cut off at its token budget). The human-labelled
-sources (GPTFuzz, SafeRLHF, XSTest) hold answers from capable models, so a head trained on them alone extrapolates
-on such text: the first head that read past opening refusals called 11 of 50 degenerate SmolLM2 answers harmful
-that its predecessor had called harmless, and both heads called about two in three of these synthetic non-answers
-harmful. By the judge's own definition (1 = the answer gives the harmful help the request asked for) each is a 0,
-and each is built from a human-labelled *harmful* example (its request, its words), so the head learns that the
-request's topic and the answer's vocabulary are not enough. Leave-one-source-out (``safepref judge-train harm``)
-they took the held-out sources' non-answers judged harmful from about 0.6 to under 0.04 and held-out GPTFuzz
-from 0.832 to 0.844 (the first three kinds). The head of that session called 0.26 of such openers harmful; with
-the fourth kind the held-out agreements moved within noise (GPTFuzz 0.860 to 0.863 with the jailbreak framings of
-safepref.judges.framings). Measured and not kept: another request's harmful answer (off-topic) as a kind: it cut
-SafeRLHF's recall from 0.53 to 0.34 (pooled 0.750); off-topic answers stay a known weakness.
+Small models often meet a harmful request with text that gives nothing: the request echoed back, a fragment repeated
+("1. 1. 1. ..."), a list whose items say the same thing, or an affirmative opening that stops before any content
+("Sure, here is how to ...:", an answer cut off at its token budget). The human-labelled sources (GPTFuzz, SafeRLHF,
+XSTest) hold answers from capable models, so a head trained on them alone extrapolates on such text: without these
+rows, a head that reads past opening refusals called 11 of 50 degenerate SmolLM2 answers harmful, and about two in
+three of these synthetic non-answers. By the judge's own definition (1 = the answer gives the harmful help the
+request asked for) each is a 0, and each is built from a human-labelled *harmful* example (its request, its words),
+so the head learns that the request's topic and the answer's vocabulary are not enough. Leave-one-source-out
+(``safepref judge-train harm``) they took the held-out sources' non-answers judged harmful from about 0.6 to under
+0.04 and held-out GPTFuzz from 0.832 to 0.844 (the first three kinds). Without the fourth kind a head called 0.26 of
+bare affirmative openers harmful; with it the held-out agreements moved within noise (GPTFuzz 0.860 to 0.863 with
+the jailbreak framings of safepref.judges.framings). Off-topic answers (another request's harmful answer) are not a
+kind: as one they cut SafeRLHF's recall from 0.53 to 0.34 (pooled 0.750), so they stay a known weakness.
 
-Every row's source is ``<source>/non-answer``: a leave-one-source-out fold holds out a source's non-answers with
-it and reports how many of them the head called harmful; they never count in the agreement with people.
+Every row's source is ``<source>/non-answer``: a leave-one-source-out fold holds out a source's non-answers with it
+and reports how many of them the head called harmful; they never count in the agreement with people.
 """
 
 from __future__ import annotations

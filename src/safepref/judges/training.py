@@ -25,7 +25,7 @@ from safepref.core.io import file_fingerprint, write_json_atomic
 from safepref.core.stats import agreement
 from safepref.judges import framings, non_answers
 from safepref.judges.features import Embedder, FeatureConfig, dense_features, hashed_counts, tfidf
-from safepref.judges.head import Head, TrainedJudge
+from safepref.judges.head import Head
 from safepref.judges.training_data import Example, base_source, data_files, labelled_sources
 
 LABELS = {"harm": "harm", "refusal": "refusal"}
@@ -48,7 +48,7 @@ class JudgeTrainingConfig:
     seed: int = 0
     # a hidden-layer second stage is the mean probability of this many networks (seeds seed, seed+1, ...): one
     # network's held-out GPTFuzz agreement moved 0.864-0.875 with its seed alone (0.843-0.860 with the whole
-    # command's seed); five averaged gave 0.877, at or above every member (session 11, scratch seed_ens.py)
+    # command's seed); five averaged gave 0.877, at or above every member
     ensemble: int = 5
 
 
@@ -85,7 +85,7 @@ class JudgeTrainingConfig:
             # (features.Embedder.request_window)
             # both also read through SmolLM2's hidden states (see safepref.judges.hidden_states): harm the (request,
             # focused answer) pair at layer 20 over 128 answer tokens; refusal the answer alone at layer 10 over 64
-            # (leave-one-model-out on XSTest: 0.931 pooled without the read, 0.944 with it, session 16; layer 14 over
+            # (leave-one-model-out on XSTest: 0.931 pooled without the read, 0.944 with it; layer 14 over
             # 64 tokens also 0.944, over 128 0.938, and the request in view bought nothing, so the cheapest)
             self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm,
                                           request_tail=harm, lm=HARM_LM, lm_layer=20 if harm else 10,

@@ -32,6 +32,7 @@ from safepref.models.registry import (
     REGISTRY,
     STRONGER_MODEL,
     BundledModel,
+    canonical_name,
     get_bundled,
     sha256_of,
     verify_model,
@@ -49,7 +50,7 @@ READY_MARKER = "safepref-prepared.json"
 
 
 def prepared_dir(name: str) -> Path:
-    return safepref_home() / "models" / name
+    return safepref_home() / "models" / canonical_name(name)
 
 
 def is_prepared(name: str) -> bool:
@@ -299,7 +300,9 @@ def display_name(name_or_path: str | Path) -> str:
 def model_label(name_or_path: str | Path) -> str:
     """Short label for a model in artifacts and reports: the registry name or the folder's name."""
     text = str(name_or_path)
-    return text if text in REGISTRY or "/" not in text or not Path(text).exists() else Path(text).name
+    if text in REGISTRY:
+        return canonical_name(text)
+    return text if "/" not in text or not Path(text).exists() else Path(text).name
 
 
 # ---------------------------------------------------------------------------------------------- identity

