@@ -24,7 +24,6 @@ from safepref.bundle.store import (
     BundleManifest,
     ConfigurationRecord,
     EvaluatedAnswer,
-    JudgeRecord,
     StoredVerdict,
     check_writable,
     read_json,
@@ -35,12 +34,13 @@ from safepref.bundle.store import (
     write_manifest,
     write_rows,
 )
+from safepref.bundle.write import judge_record
 from safepref.core.errors import InputError
 from safepref.core.io import pair_from_row
 from safepref.core.keys import content_key
 from safepref.core.stats import rate
 from safepref.evaluation.safety import HARM_JUDGES
-from safepref.judges import JudgeInput, get_judge, judge_fingerprints, measured_agreement, parse_judge_names
+from safepref.judges import JudgeInput, get_judge, judge_fingerprints, parse_judge_names
 from safepref.pairs.diagnostics import HARM_JUDGE, REFUSAL_JUDGE, pair_diagnostics
 
 REFUSAL = "refusal"
@@ -114,7 +114,7 @@ def rejudge_bundle(folder: str | Path, judges: list[str] | None = None, *, judge
         if HARM_JUDGE in verdicts or REFUSAL_JUDGE in verdicts:
             _rejudge_pairs(folder, record, force, counts)
     for name, judged in verdicts.items():
-        manifest.judges[name] = JudgeRecord(fingerprint=judged.fingerprint, agreement=measured_agreement(name))
+        manifest.judges[name] = judge_record(name, judged.fingerprint)
     write_manifest(folder, manifest)
     return {"judges": names, "judged": sum(v.judged for v in verdicts.values()), **counts,
             "seconds": round(time.perf_counter() - started, 1)}

@@ -232,7 +232,7 @@ def check_writable(folder: str | Path) -> Path:
     return folder
 
 
-def _replace(path: Path, data: bytes) -> None:
+def replace_bytes(path: Path, data: bytes) -> None:
     """``data`` into ``path`` through a temp file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",  # noqa: SIM115
@@ -263,7 +263,7 @@ def write_rows(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> bool:
     data = rows_bytes(rows)
     if path.is_file() and path.read_bytes() == data:
         return False
-    _replace(path, data)
+    replace_bytes(path, data)
     return True
 
 
@@ -277,12 +277,12 @@ def write_json(path: Path, data: Any) -> bool:
     encoded = json_text(data).encode("utf-8")
     if path.is_file() and path.read_bytes() == encoded:
         return False
-    _replace(path, encoded)
+    replace_bytes(path, encoded)
     return True
 
 
 def write_text(path: Path, text: str) -> None:
-    _replace(path, text.encode("utf-8"))
+    replace_bytes(path, text.encode("utf-8"))
 
 
 def write_manifest(folder: Path, manifest: BundleManifest) -> None:

@@ -24,6 +24,7 @@ from safepref.bundle.store import (
     JudgeRecord,
     check_writable,
     read_manifest,
+    replace_bytes,
     write_json,
     write_manifest,
     write_rows,
@@ -39,6 +40,14 @@ KINDS = {"pairs": ("pairs", ".jsonl.gz"), "training_log": ("training", ".jsonl.g
          "benign": ("benign", ".jsonl.gz"), "benign_summary": ("benign", ".json"), "audit": ("audit", ".json"),
          "general": ("general", ".json")}
 EVIDENCE_FOLDERS = sorted({folder for folder, _ in KINDS.values()})
+
+
+def judge_record(name: str, fingerprint: str | None) -> JudgeRecord:
+    """A judge as a bundle records it: its fingerprint and its measured agreement with people."""
+    measured = measured_agreement(name)
+    # YAML reads an unquoted `on:` key as the boolean True
+    agreement = {("on" if key is True else str(key)): value for key, value in measured.items()} if measured else None
+    return JudgeRecord(fingerprint=fingerprint, agreement=agreement)
 
 
 def current_code() -> CodeVersion:
@@ -101,6 +110,30 @@ class BundleWriter:
         self.save()
         return record
 
+    def adopt(self, source_dir: str | Path) -> None:
+        """Take the configurations of another bundle of the same experiment, by the rules a run follows: a complete
+        record here stays unless the incoming one is complete under another key."""
+        source_dir = Path(source_dir)
+        source = read_manifest(source_dir)
+        if source.name != self.manifest.name:
+            raise InputError(f"is the bundle of experiment '{source.name}', not '{self.manifest.name}'",
+                             path=source_dir / MANIFEST, field="name")
+        for target, configurations in source.targets.items():
+            for recipe, record in configurations.items():
+                current = self.manifest.targets.get(target, {}).get(recipe)
+                if current is not None and current.complete and (current.key == record.key or not record.complete):
+                    continue
+                for path in record.files.values():
+                    _copy(source_dir / path, self.dir / path)
+                self.manifest.targets.setdefault(target, {})[recipe] = record
+        self.manifest.config = source.config
+        self.manifest.versions, self.manifest.seed = source.versions, source.seed
+        self.manifest.n_training_prompts = source.n_training_prompts
+        self.manifest.training_prompt_set = source.training_prompt_set
+        self.manifest.timings = {**self.manifest.timings, **source.timings}
+        self.manifest.judges = {**self.manifest.judges, **source.judges}
+        self.finish()
+
     def _export(self, record: ConfigurationRecord, entry: dict[str, Any], stem: str) -> None:
         fingerprints = judge_fingerprints(["harm", "keyword", "classifier", "llm", "refusal", "refusal-rules"])
         if evidence.finished(entry.get("pairs")):
@@ -143,8 +176,7 @@ class BundleWriter:
 
     def _note_judges(self, names: set[str], fingerprints: dict[str, str | None]) -> None:
         for name in sorted(names):
-            self.manifest.judges[name] = JudgeRecord(fingerprint=fingerprints.get(name),
-                                                     agreement=measured_agreement(name))
+            self.manifest.judges[name] = judge_record(name, fingerprints.get(name))
 
     def save(self) -> None:
         write_manifest(self.dir, self.manifest)
@@ -157,6 +189,13 @@ class BundleWriter:
         """Save, and remove evidence files that no record names (a killed re-run's, or a replaced record's)."""
         self.save()
         prune(self.dir, self.manifest, extra=[r for r in self._pending.values()])
+
+
+def _copy(source: Path, destination: Path) -> None:
+    if not source.is_file():
+        raise InputError("evidence file missing from the bundle", path=source)
+    if not destination.is_file() or destination.read_bytes() != source.read_bytes():
+        replace_bytes(destination, source.read_bytes())
 
 
 def prune(folder: Path, manifest: BundleManifest, extra: list[ConfigurationRecord] = ()) -> list[Path]:

@@ -21,12 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.bundle import BundleWriter, default_judges, rejudge_bundle
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import visible_gpus
-from safepref.core.errors import InputError
+from safepref.core.errors import InputError, input_error_from
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import STAGE_VERSIONS, content_key, prompt_set_key
 from safepref.core.paths import slug
@@ -65,7 +67,7 @@ from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key, train
 from safepref.training.launch import train_with_accelerate
 
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
-           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
+           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "export_run", "load_config", "pairs_data", "run_experiment"]
 
 # the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
 FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
@@ -311,6 +313,13 @@ class Run:
                 "benign": self.benign_config(target).key_dump() if self.config.benign else None,
                 "general": asdict(self.general_config()) if self.config.general else None}
 
+    def evaluated(self, recipe: str, entry: dict[str, Any]) -> bool:
+        """Whether a run manifest entry names every stage output the config asks of this configuration."""
+        needed = ["safety", *(["benign"] if self.config.benign else []), *(["general"] if self.config.general else [])]
+        if recipe != SFT:
+            needed += ["pairs", "training", *(["audit"] if self.config.audit else [])]
+        return all(entry.get(stage) for stage in needed)
+
     def _record(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
         """The configuration's finished stages into the bundle."""
         evaluated = (entry.get("training") or {}).get("out_dir") or target.model
@@ -485,6 +494,36 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
     config = load_config(config_path)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path, bundle_dir).run()
+
+
+def export_run(run_dir: str | Path, bundle_dir: str | Path | None = None) -> Path:
+    """A run folder's evidence into a bundle (default ``RUN_DIR/bundle``), from the artifacts its manifest names:
+    for a run folder whose bundle was removed or that was written without one. Returns the bundle's folder."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
+                         path=run_dir)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        config = ExperimentConfig.model_validate(manifest.get("config"))
+    except ValidationError as error:
+        raise input_error_from(error, path=manifest_path, field_prefix="config") from None
+    run = Run(config, run_dir, manifest.get("config_path"), bundle_dir)
+    prompts = run.training_prompts()
+    for target in config.targets:
+        label = models.model_label(target.model)
+        for recipe, entry in manifest.get("targets", {}).get(label, {}).items():
+            if entry.get("from_bundle"):  # its evidence was taken from a bundle, never made in this folder
+                continue
+            key = entry.get("key") or run.configuration_key(target, recipe, prompts)
+            run._record(target, recipe, {**entry, "key": key}, complete=run.evaluated(recipe, entry))
+    run.bundle.update_run(versions=manifest.get("versions") or {}, seed=config.seed,
+                          n_training_prompts=manifest.get("n_training_prompts"),
+                          training_prompt_set=manifest.get("training_prompt_set"),
+                          timings=manifest.get("timings") or {})
+    run.bundle.finish()
+    return run.bundle.dir
 
 
 def _key_in_name(path: Path) -> str:
