@@ -116,7 +116,7 @@ def test_report_from_the_bundle_alone_equals_the_run_folders(grid, tmp_path):
 
     # a run folder without its bundle: the bundle is made again from the folder's artifacts, to the same tables
     folder = tmp_path / "run-copy"
-    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("bundle", "models"))
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("bundle", "*.safetensors", "checkpoint-*"))
     manifest = json.loads((folder / "manifest.json").read_text())
     text = json.dumps(manifest).replace(str(run_dir), str(folder))
     (folder / "manifest.json").write_text(text)
@@ -254,12 +254,14 @@ def test_rejudge_of_refusal_updates_the_benign_rates(grid, tmp_path, tiny_model_
     record = read_manifest(bundle).targets[tiny_model_dir.name]["gpt4o_self"]
     summary_path = bundle / record.files["benign_summary"]
     summary = json.loads(summary_path.read_text())
-    expected = summary["refusal_rate"], summary["reference_quality"]["refusal_rate"]
-    summary["refusal_rate"] = summary["reference_quality"]["refusal_rate"] = 0.99
+    expected = summary["refusal_rate"], summary["reference_quality"]["refusal_rate"], summary["harmful"][0]["refusal_rate"]
+    summary["refusal_rate"] = summary["reference_quality"]["refusal_rate"] = summary["harmful"][0]["refusal_rate"] = 0.99
+    summary["judges"]["refusal"] = "an-older-head"
     summary_path.write_text(json.dumps(summary))
     rejudge_bundle(bundle, ["refusal"])
     summary = json.loads(summary_path.read_text())
-    assert (summary["refusal_rate"], summary["reference_quality"]["refusal_rate"]) == expected
+    assert (summary["refusal_rate"], summary["reference_quality"]["refusal_rate"],
+            summary["harmful"][0]["refusal_rate"]) == expected
     rows = read_rows(bundle / record.files["benign"])
     assert {row["role"] for row in rows} == {"answer", "reference"} and all("refusal" in row["verdicts"] for row in rows)
 

@@ -79,8 +79,10 @@ def safety_evidence(summary_path: str | Path, key: str, fingerprints: dict[str, 
 # ---------------------------------------------------------------------------------------------- eval-benign
 
 
-def benign_evidence(summary_path: str | Path) -> tuple[dict[str, Any], list[BenignAnswer]]:
-    """The benign stage's summary (paths replaced by labels) and its answers and the reference's, with rewards."""
+def benign_evidence(summary_path: str | Path, fingerprints: dict[str, str | None]
+                    ) -> tuple[dict[str, Any], list[BenignAnswer]]:
+    """The benign stage's summary (paths replaced by labels, the refusal judge's fingerprint added: the stage's key
+    covers it) and its answers and the reference's, with rewards."""
     summary = _json(summary_path)
     config = BenignEvalConfig.model_validate(summary["config"])
     pool_of = {p.id: p.dataset if p.dataset != "xstest" else XSTEST_SAFE for p in benign_prompts(config)}
@@ -98,6 +100,7 @@ def benign_evidence(summary_path: str | Path) -> tuple[dict[str, Any], list[Beni
     kept["model"], kept["reference"] = model_label(summary["model"]), model_label(summary["reference"])
     kept["config"] = {**summary["config"], "reference": model_label(summary["config"]["reference"])
                       if summary["config"].get("reference") else None}
+    kept["judges"] = {"refusal": fingerprints.get("refusal")}
     return kept, rows
 
 

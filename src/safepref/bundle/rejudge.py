@@ -114,7 +114,8 @@ def rejudge_bundle(folder: str | Path, judges: list[str] | None = None, *, judge
         if HARM_JUDGE in verdicts or REFUSAL_JUDGE in verdicts:
             _rejudge_pairs(folder, record, force, counts)
     for name, judged in verdicts.items():
-        manifest.judges[name] = judge_record(name, judged.fingerprint)
+        if name in manifest.judges or judged.judged:
+            manifest.judges[name] = judge_record(name, judged.fingerprint)
     write_manifest(folder, manifest)
     return {"judges": names, "judged": sum(v.judged for v in verdicts.values()), **counts,
             "seconds": round(time.perf_counter() - started, 1)}
@@ -136,6 +137,8 @@ def _stale(verdict: StoredVerdict | None, fingerprint: str | None, force: bool) 
 
 def _rejudge_answers(folder: Path, record: ConfigurationRecord, verdicts: dict[str, _Verdicts], force: bool,
                      counts: dict[str, int]) -> list[EvaluatedAnswer]:
+    """The verdicts of every judge a suite reports on (a harm judge asked for joins every suite; refusal joins
+    XSTest, as eval-safety adds it there)."""
     if "safety" not in record.files:
         return []
     path = folder / record.files["safety"]
@@ -143,42 +146,50 @@ def _rejudge_answers(folder: Path, record: ConfigurationRecord, verdicts: dict[s
     counts["answers"] += len(answers)
     changed = False
     for name, judged in verdicts.items():
-        for answer in answers:
-            if name in answer.verdicts and not force:
-                judged.remember(answer.request, answer.answer, answer.verdicts[name])
-        todo = [a for a in answers if _stale(a.verdicts.get(name), judged.fingerprint, force)]
-        for answer, verdict in zip(todo, judged.judge([(a.request, a.answer) for a in todo]), strict=True):
-            before = answer.verdicts.get(name)
-            counts["changed"] += before is None or before.label != verdict.label
-            answer.verdicts[name] = verdict
-            changed = True
-        for suite in record.safety:  # a harm judge's rate is reported; refusal's on XSTest only (as eval-safety)
+        for suite in record.safety:
             if name not in suite.judges and (name in HARM_JUDGES or (name == REFUSAL and suite.xstest)):
                 suite.judges.append(name)
+        reported = {suite.suite for suite in record.safety if name in suite.judges}
+        mine = [a for a in answers if a.suite in reported]
+        for answer in mine:
+            if name in answer.verdicts and not force:
+                judged.remember(answer.request, answer.answer, answer.verdicts[name])
+        changed |= _judge_into(mine, name, judged, force, counts, lambda a: (a.request, a.answer))
     if changed:
         _write_same_rows(path, answers)
         counts["files"] += 1
     return answers
 
 
+def _judge_into(rows: list[Any], name: str, judged: _Verdicts, force: bool, counts: dict[str, int],
+                texts: Callable[[Any], tuple[str, str]]) -> bool:
+    """Judge the rows whose verdict by ``name`` is missing or not the current judge's; returns whether any was."""
+    todo = [row for row in rows if _stale(row.verdicts.get(name), judged.fingerprint, force)]
+    for row, verdict in zip(todo, judged.judge([texts(row) for row in todo]), strict=True):
+        before = row.verdicts.get(name)
+        counts["changed"] += before is None or before.label != verdict.label
+        row.verdicts[name] = verdict
+    return bool(todo)
+
+
 def _rejudge_benign(folder: Path, record: ConfigurationRecord, answers: list[EvaluatedAnswer], judged: _Verdicts,
                     force: bool, counts: dict[str, int]) -> None:
-    """Refusal verdicts on the benign answers, then the benign summary's refusal rates from them."""
+    """Refusal verdicts on the benign answers, the reference's and the answers to harmful prompts, then the benign
+    summary's refusal rates from them; only when the summary's refusal judge is not the current one."""
     if "benign" not in record.files or "benign_summary" not in record.files:
+        return
+    summary_path = folder / record.files["benign_summary"]
+    summary = read_json(summary_path)
+    if not force and (summary.get("judges") or {}).get(REFUSAL) == judged.fingerprint:
         return
     path = folder / record.files["benign"]
     rows: list[BenignAnswer] = read_records(path, BenignAnswer)
     for row in rows:
         if REFUSAL in row.verdicts and not force:
             judged.remember(row.prompt, row.answer, row.verdicts[REFUSAL])
-    todo = [r for r in rows if _stale(r.verdicts.get(REFUSAL), judged.fingerprint, force)]
-    if todo:
-        for row, verdict in zip(todo, judged.judge([(r.prompt, r.answer) for r in todo]), strict=True):
-            row.verdicts[REFUSAL] = verdict
+    if _judge_into(rows, REFUSAL, judged, force, counts, lambda r: (r.prompt, r.answer)):
         _write_same_rows(path, rows)
         counts["files"] += 1
-    summary_path = folder / record.files["benign_summary"]
-    summary = read_json(summary_path)
     refused = lambda group: _refusal_rate([r.verdicts[REFUSAL].label for r in group])  # noqa: E731
     mine = [r for r in rows if r.role == "answer"]
     _set_refusal(summary, refused(mine))
@@ -186,12 +197,21 @@ def _rejudge_benign(folder: Path, record: ConfigurationRecord, answers: list[Eva
         _set_refusal(quality, refused([r for r in mine if r.pool == pool]))
     if summary.get("reference_quality"):
         _set_refusal(summary["reference_quality"], refused([r for r in rows if r.role == "reference"]))
+    harmful_changed = False
     for quality in summary.get("harmful", []):
         suite, unsafe_only = quality["suite"].removesuffix("-unsafe"), quality["suite"].endswith("-unsafe")
         harmful = [a for a in answers if a.suite == suite and a.attack == "none"
-                   and (not unsafe_only or a.xstest_label == "unsafe") and REFUSAL in a.verdicts]
+                   and (not unsafe_only or a.xstest_label == "unsafe")]
+        for answer in harmful:
+            if REFUSAL in answer.verdicts and not force:
+                judged.remember(answer.request, answer.answer, answer.verdicts[REFUSAL])
+        harmful_changed |= _judge_into(harmful, REFUSAL, judged, force, counts, lambda a: (a.request, a.answer))
         if len(harmful) == quality["n"]:
             _set_refusal(quality, _refusal_rate([a.verdicts[REFUSAL].label for a in harmful]))
+    if harmful_changed:
+        _write_same_rows(folder / record.files["safety"], answers)
+        counts["files"] += 1
+    summary["judges"] = {**(summary.get("judges") or {}), REFUSAL: judged.fingerprint}
     if write_json(summary_path, summary):
         counts["files"] += 1
 

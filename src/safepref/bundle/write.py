@@ -156,7 +156,7 @@ class BundleWriter:
             self._rows(record, "safety", stem, answers)
             self._note_judges({judge for suite in record.safety for judge in suite.judges}, fingerprints)
         if evidence.finished(entry.get("benign")):
-            summary, rows = evidence.benign_evidence(entry["benign"])
+            summary, rows = evidence.benign_evidence(entry["benign"], fingerprints)
             self._json(record, "benign_summary", stem, summary)
             self._rows(record, "benign", stem, rows)
         if evidence.finished(entry.get("general")):
