@@ -20,7 +20,7 @@ from safepref.bundle.store import (
 )
 from safepref.core.errors import InputError
 from safepref.report import collect_results
-from safepref.report.render import provenance_markdown
+from safepref.report.provenance import provenance_markdown
 from safepref.runner.run import run_experiment
 
 from .conftest import run_cli, run_cli_killed_after

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from safepref.bundle import is_bundle
 from safepref.report import write_report
-from safepref.runner.run import export_run, run_experiment
+from safepref.runner.export import export_run
+from safepref.runner.run import run_experiment
 
 
 def run_bundle(run_dir: Path) -> Path:

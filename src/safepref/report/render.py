@@ -13,6 +13,7 @@ from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
+from safepref.report.provenance import provenance_markdown
 from safepref.report.published import published_html, published_markdown
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -299,33 +300,6 @@ def target_markdown(results: dict[str, Any], target: str) -> list[str]:
                   *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
     lines += benign_markdown(rows)
     lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
-    return lines
-
-
-def _code_text(entry: dict[str, Any]) -> str:
-    return f"safepref {entry.get('safepref') or '?'}" + (f" ({entry['commit']})" if entry.get("commit") else "")
-
-
-def provenance_markdown(results: dict[str, Any]) -> list[str]:
-    """Which code computed each configuration's evidence (a resumed grid can hold rows of several versions), and
-    which configurations are still incomplete."""
-    entries = [(target, entry) for target, configurations in (results.get("provenance") or {}).items()
-               for entry in configurations.values()]
-    if not entries:
-        return []
-    codes = {(_code_text(e), tuple(sorted(e.get("stage_versions", {}).items()))) for _, e in entries}
-    incomplete = [f"{target} {e['label']}" for target, e in entries if not e["complete"]]
-    lines = [""]
-    if len(codes) == 1:
-        lines.append(f"Evidence: every configuration computed by {_code_text(entries[0][1])}.")
-    else:
-        lines += ["Evidence: configurations computed by different code (stage versions in brackets):", "",
-                  "| target | configuration | configuration key | code | stage versions |", "|---|---|---|---|---|"]
-        lines += [f"| {target} | {e['label']} | {e['key']} | {_code_text(e)} | "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(e.get("stage_versions", {}).items())) + " |"
-                  for target, e in entries]
-    if incomplete:
-        lines += ["", "Incomplete (a stage has not finished): " + ", ".join(incomplete) + "."]
     return lines
 
 

@@ -17,31 +17,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.bundle import BundleWriter, default_judges, rejudge_bundle
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import visible_gpus
-from safepref.core.errors import InputError, input_error_from
+from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
-from safepref.core.keys import STAGE_VERSIONS, content_key, prompt_set_key
+from safepref.core.keys import prompt_set_key
 from safepref.core.paths import slug
 from safepref.core.versions import package_versions
-from safepref.evaluation.benign import BenignEvalConfig, benign_key, evaluate_benign
-from safepref.evaluation.general import evaluate_general, general_key, make_config
-from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety, safety_key
+from safepref.evaluation.benign import benign_key, evaluate_benign
+from safepref.evaluation.general import evaluate_general, general_key
+from safepref.evaluation.safety import evaluate_safety, safety_key
 from safepref.generation.generate import (
-    FIXED_SOURCES,
-    GenerationConfig,
-    answer_identity,
     fixed_answer_prompt_ids,
-    generate_key,
     generate_responses,
     release_engines,
 )
@@ -50,6 +43,7 @@ from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pai
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import configuration_label, write_report
+from safepref.runner import plan
 from safepref.runner.config import (
     SFT,
     AuditSpec,
@@ -62,16 +56,14 @@ from safepref.runner.config import (
     TargetSpec,
     load_config,
 )
+from safepref.runner.plan import FIXED_SOURCE_ALIASES
 from safepref.scoring.score import ScoreConfig, score_responses
-from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key, training_record
+from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key
 from safepref.training.launch import train_with_accelerate
 
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
-           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "export_run", "load_config", "pairs_data", "run_experiment"]
+           "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
 
-# the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
-FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
-                        "human-rejected": {"human_rejected", "all"}}
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -138,62 +130,18 @@ class Run:
             prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
-    def generation_jobs(self, target: TargetSpec, prompts, needed: set[str]) -> list[dict[str, Any]]:
-        """Every answer set that the source aliases ``needed`` draw on: its label, decoding settings (None for a
-        fixed answer set), content key and file."""
-
-        g = self.config.generation
-        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                    repetition_penalty=g.repetition_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-                    seed=self.config.seed, num_samples=g.samples, backend=g.backend, engine=g.engine,
-                    device=self.config.device, dtype=self.config.dtype)
-        if g.batch_size:
-            base["batch_size"] = g.batch_size
-        models_asked: list[tuple[str, bool]] = []  # (source, greedy)
-        if needed & {"self", "self_samples", "all"}:
-            models_asked.append((target.model, False))
-        if needed & {"self", "self_greedy", "all"}:
-            models_asked.append((target.model, True))
-        if target.stronger and needed & {"stronger", "all"}:
-            models_asked.append((target.stronger, True))
-        if needed & {"peers", "all"}:
-            models_asked += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
-        jobs = []
-        for source in FIXED_SOURCES:
-            if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
-                key = generate_key(source, prompts)
-                jobs.append({"label": f"generate {source}", "source": source, "config": None, "key": key,
-                             "path": self.dir / "responses" / f"{source}-{key}.jsonl"})
-        for source, greedy in models_asked:
-            config = GenerationConfig(greedy=greedy, **base)
-            mode = "greedy" if greedy else f"k{g.samples}"
-            key = generate_key(answer_identity(source, config), prompts)
-            jobs.append({"label": f"generate {models.model_label(source)} {mode}", "source": source, "config": config,
-                         "key": key,
-                         "path": self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"})
-        return jobs
-
     def responses_for(self, target: TargetSpec, prompts, recipes: list[str]) -> list[Path]:
         """Generate (or reuse) every source the recipes draw from; returns the response files."""
 
         files = []
-        for job in self.generation_jobs(target, prompts, self.sources_needed(target, recipes)):
+        needed = plan.sources_needed(self.config, target, recipes)
+        for job in plan.generation_jobs(self.config, target, prompts, needed, self.dir / "responses"):
             if job["config"] is None:
                 self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"]))
             else:
                 self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"], j["config"]))
             files.append(job["path"])
         return files
-
-    def sources_needed(self, target: TargetSpec, recipes: list[str] | None = None) -> set[str]:
-        """Source aliases that the recipes (default: the target's) draw from (only these are generated)."""
-
-        needed: set[str] = set()
-        for name in self.config.recipes_for(target) if recipes is None else recipes:
-            if name != SFT:
-                recipe = load_recipe(name)
-                needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
-        return needed
 
     def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores,
                   prompt_ids: set[str] | None = None) -> Path:
@@ -245,7 +193,8 @@ class Run:
         """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate.
         A configuration whose evidence the bundle holds under the same key is taken from there."""
         label = models.model_label(target.model)
-        keys = {recipe: self.configuration_key(target, recipe, prompts) for recipe in self.config.recipes_for(target)}
+        keys = {recipe: plan.configuration_key(self.config, target, recipe, prompts)
+                for recipe in self.config.recipes_for(target)}
         recipes = []
         for recipe, key in keys.items():
             if self.bundle.reusable(label, recipe, key):
@@ -272,55 +221,7 @@ class Run:
 
     # -------------------------------------------------------------------------------------- the bundle
 
-    def configuration_inputs(self, target: TargetSpec, recipe: str, prompts) -> dict[str, Any]:
-        """What a configuration's evidence is computed from, known before any work: the target's weights, the seed,
-        the evaluation settings and the stages' versions; for a trained configuration also what its pairs are
-        built from (the recipe, the content keys of the answers it draws on, the reward model's weights, the build
-        settings), the debias step and every training setting. Judges are not among them: stored answers are
-        judged again (``safepref rejudge``), never generated again, when a judge changes."""
-
-        inputs: dict[str, Any] = {"target": models.weights_fingerprint(target.model), "seed": self.config.seed,
-                                  "evaluation": self.evaluation_settings(target),
-                                  "stage_versions": dict(STAGE_VERSIONS)}
-        if recipe == SFT:
-            return inputs
-        variant = load_recipe(recipe)
-        base = load_recipe(variant.base) if variant.base else variant
-        jobs = self.generation_jobs(target, prompts, self.sources_needed(target, [recipe]))
-        inputs["pairs"] = {
-            "recipe": base.model_dump(mode="json"), "answers": {job["label"]: job["key"] for job in jobs},
-            "samples": self.config.generation.samples,
-            "reward_model": models.weights_fingerprint(self.config.reward_model) if base.needs_scores else None,
-            "build": {"stronger": target.stronger or models.STRONGER_MODEL, "peers": list(target.peers)}}
-        if variant.debias:
-            inputs["debias"] = self.debias_settings(target, variant)
-        inputs["training"] = training_record(DPOTrainingConfig(**{**self.config.training_for(target),
-                                                                  **variant.training}))
-        if self.config.audit:
-            inputs["audit"] = self.config.audit.model_dump(mode="json")
-        return inputs
-
-    def configuration_key(self, target: TargetSpec, recipe: str, prompts) -> str:
-        return content_key("configuration", self.configuration_inputs(target, recipe, prompts))
-
-    def evaluation_settings(self, target: TargetSpec) -> dict[str, Any]:
-        """Every evaluation setting a configuration's evidence depends on (not the judges: see above)."""
-        safety = []
-        for suite in self.config.safety.suites:
-            settings = self.safety_config(suite).key_dump()
-            safety.append({k: v for k, v in settings.items() if k not in ("judges", "judge_model", "base_url")})
-        return {"safety": safety,
-                "benign": self.benign_config(target).key_dump() if self.config.benign else None,
-                "general": asdict(self.general_config()) if self.config.general else None}
-
-    def evaluated(self, recipe: str, entry: dict[str, Any]) -> bool:
-        """Whether a run manifest entry names every stage output the config asks of this configuration."""
-        needed = ["safety", *(["benign"] if self.config.benign else []), *(["general"] if self.config.general else [])]
-        if recipe != SFT:
-            needed += ["pairs", "training", *(["audit"] if self.config.audit else [])]
-        return all(entry.get(stage) for stage in needed)
-
-    def _record(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
+    def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
         """The configuration's finished stages into the bundle."""
         evaluated = (entry.get("training") or {}).get("out_dir") or target.model
         used = {"target": models.weights_fingerprint(target.model)}
@@ -336,6 +237,8 @@ class Run:
         self.bundle.record(label, recipe, key=entry["key"], label=configuration_label(recipe),
                            entry={**entry, "safety_keys": stage_keys["safety"]}, complete=complete, models=used,
                            stage_keys={k: v for k, v in stage_keys.items() if v})
+
+    # -------------------------------------------------------------------------------------- steps of a configuration
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -360,10 +263,10 @@ class Run:
         entry["data"] = pairs_data(pairs)
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
-        self._record(target, recipe, entry, complete=False)
+        self.record_evidence(target, recipe, entry, complete=False)
         entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
         self._save()
-        self._record(target, recipe, entry, complete=False)
+        self.record_evidence(target, recipe, entry, complete=False)
         return entry["training"]["out_dir"]
 
     def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
@@ -371,15 +274,15 @@ class Run:
         label = models.model_label(target.model)
         entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
         self._save()
-        self._record(target, recipe, entry, complete=False)
+        self.record_evidence(target, recipe, entry, complete=False)
         if self.config.benign:
             entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
             self._save()
-            self._record(target, recipe, entry, complete=False)
+            self.record_evidence(target, recipe, entry, complete=False)
         if self.config.general:
             entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
             self._save()
-        self._record(target, recipe, entry, complete=True)
+        self.record_evidence(target, recipe, entry, complete=True)
 
     def audit(self, pairs_path: Path) -> str:
 
@@ -395,7 +298,7 @@ class Run:
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
         """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
 
-        settings = self.debias_settings(target, recipe)
+        settings = plan.debias_settings(self.config, target, recipe)
         key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings)
         out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
         if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
@@ -404,13 +307,6 @@ class Run:
                                                               dtype=self.config.dtype), out,
                          {str(pairs_path): file_fingerprint(pairs_path)})
         return out, str(summary_path(out))
-
-    def debias_settings(self, target: TargetSpec, recipe) -> dict[str, Any]:
-        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
-                    "target": target.model, "seed": self.config.seed}
-        if self.config.generation.batch_size:
-            settings["batch_size"] = self.config.generation.batch_size
-        return settings
 
     def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
@@ -438,7 +334,7 @@ class Run:
 
         summaries = []
         for suite in self.config.safety.suites:
-            config = self.safety_config(suite)
+            config = plan.safety_config(self.config, suite)
             key = safety_key(models.weights_fingerprint(model), config)
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
@@ -446,30 +342,11 @@ class Run:
             summaries.append(str(out / "summary.json"))
         return summaries
 
-    def safety_config(self, suite: str) -> SafetyEvalConfig:
-        spec = self.config.safety
-        return SafetyEvalConfig(suite=suite, attacks=spec.attacks, judges=spec.judges, limit=spec.limit,
-                                max_new_tokens=spec.max_new_tokens, seed=self.config.seed, judge_model=spec.judge_model,
-                                backend=self.config.generation.backend, device=self.config.device,
-                                dtype=self.config.dtype)
-
-    def benign_config(self, target: TargetSpec) -> BenignEvalConfig:
-        spec = self.config.benign
-        return BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
-                                max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
-                                reward_model=self.config.reward_model, device=self.config.device,
-                                dtype=self.config.dtype)
-
-    def general_config(self):
-        spec = self.config.general
-        return make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
-                           batch_size=spec.batch_size, seed=self.config.seed)
-
     def benign(self, target: TargetSpec, model: str, safety_summaries: list[str]) -> str:
         """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
         eval-safety answered; both answer sets are shared through ``benign/answers``."""
 
-        config = self.benign_config(target)
+        config = plan.benign_config(self.config, target)
         key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
                          [Path(p) for p in safety_summaries])
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
@@ -480,7 +357,7 @@ class Run:
 
     def general(self, model: str) -> str:
 
-        config = self.general_config()
+        config = plan.general_config(self.config)
         out = self.dir / "general" / f"{slug(models.model_label(model))}-{general_key(models.weights_fingerprint(model))}"
         release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
         evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
@@ -494,36 +371,6 @@ def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
     config = load_config(config_path)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path, bundle_dir).run()
-
-
-def export_run(run_dir: str | Path, bundle_dir: str | Path | None = None) -> Path:
-    """A run folder's evidence into a bundle (default ``RUN_DIR/bundle``), from the artifacts its manifest names:
-    for a run folder whose bundle was removed or that was written without one. Returns the bundle's folder."""
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
-                         path=run_dir)
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    try:
-        config = ExperimentConfig.model_validate(manifest.get("config"))
-    except ValidationError as error:
-        raise input_error_from(error, path=manifest_path, field_prefix="config") from None
-    run = Run(config, run_dir, manifest.get("config_path"), bundle_dir)
-    prompts = run.training_prompts()
-    for target in config.targets:
-        label = models.model_label(target.model)
-        for recipe, entry in manifest.get("targets", {}).get(label, {}).items():
-            if entry.get("from_bundle"):  # its evidence was taken from a bundle, never made in this folder
-                continue
-            key = entry.get("key") or run.configuration_key(target, recipe, prompts)
-            run._record(target, recipe, {**entry, "key": key}, complete=run.evaluated(recipe, entry))
-    run.bundle.update_run(versions=manifest.get("versions") or {}, seed=config.seed,
-                          n_training_prompts=manifest.get("n_training_prompts"),
-                          training_prompt_set=manifest.get("training_prompt_set"),
-                          timings=manifest.get("timings") or {})
-    run.bundle.finish()
-    return run.bundle.dir
 
 
 def _key_in_name(path: Path) -> str:
