@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -195,6 +196,9 @@ def test_a_failed_write_keeps_the_file_it_would_replace(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_rows(path, [{"a": 3}])
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["rows.jsonl.gz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not a temp file's private mode
     assert rows_bytes([{"a": 1}]) == rows_bytes([{"a": 1}])  # no time or name in the gzip header
 
 
@@ -219,6 +223,22 @@ def test_a_complete_configuration_is_replaced_only_by_complete_evidence(grid, tm
     assert waiting.is_file()  # the writer that made it keeps it until the configuration completes
     BundleWriter(bundle, "tiny-bundle", read_manifest(bundle).config).finish()
     assert not waiting.exists() and all((bundle / p).is_file() for p in old.files.values())
+
+
+def test_an_unfinished_configuration_keeps_its_evidence_while_it_runs_again(grid, tmp_path, tiny_model_dir):
+    _, run_dir, bundle_dir = grid
+    bundle = _copy_bundle(bundle_dir, tmp_path / "bundle")
+    target = tiny_model_dir.name
+    entries = json.loads((run_dir / "manifest.json").read_text())["targets"][target]
+    writer = BundleWriter(bundle, "tiny-bundle", read_manifest(bundle).config)
+    key = "1" * 16
+    writer.record(target, "another", key=key, label="Another", entry={"safety": entries["sft"]["safety"]},
+                  complete=False, models={}, stage_keys={})
+    # another machine runs it from the start: its pairs come first, the safety evidence made before stays
+    record = writer.record(target, "another", key=key, label="Another",
+                           entry={"pairs": entries["self_rm"]["pairs"]}, complete=False, models={}, stage_keys={})
+    assert set(record.files) == {"safety", "pairs"} and len(record.safety) == 1
+    assert set(read_manifest(bundle).targets[target]["another"].files) == {"safety", "pairs"}
 
 
 # ---------------------------------------------------------------------------------------------- re-judging

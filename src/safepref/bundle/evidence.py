@@ -69,8 +69,8 @@ def safety_evidence(summary_path: str | Path, key: str, fingerprints: dict[str, 
                 xstest_label=labels[(attack, prompt_id)], verdicts=verdicts[(attack, prompt_id)]))
     xstest = any(label is not None for label in labels.values())  # eval-safety labels XSTest's rows only
     judges = list(dict.fromkeys([*config["judges"], *(["refusal"] if xstest else [])]))
-    settings = SafetyEvalConfig.model_validate(config).key_dump()
-    settings.pop("judges", None)
+    settings = {k: v for k, v in SafetyEvalConfig.model_validate(config).key_dump().items()
+                if k not in ("judges", "judge_model", "base_url")}  # judges are recorded per suite and verdict
     record = SuiteRecord(suite=summary["suite"], n_prompts=summary["n_prompts"], attacks=list(config["attacks"]),
                          judges=judges, xstest=xstest, key=key, settings=settings)
     return record, answers

@@ -228,8 +228,17 @@ def check_writable(folder: str | Path) -> Path:
         probe.close()
         os.unlink(probe.name)
     except OSError as error:
-        raise InputError(f"bundle folder is not writable ({error.strerror or error})", path=folder) from None
+        raise InputError(f"folder is not writable ({error.strerror or error})", path=folder) from None
     return folder
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def replace_bytes(path: Path, data: bytes) -> None:
@@ -242,6 +251,7 @@ def replace_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_UMASK)  # a temp file is private; the file it becomes is not
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

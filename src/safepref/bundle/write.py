@@ -99,6 +99,9 @@ class BundleWriter:
             return current  # never rewritten by a run: its evidence is complete
         record = ConfigurationRecord(key=key, label=label, base=entry.get("base"), complete=complete,
                                      code=current_code(), models=models, stage_keys=stage_keys, data=entry.get("data"))
+        if current is not None and current.key == key:  # an unfinished record: what it holds stays until redone
+            record.files, record.training, record.debias = dict(current.files), current.training, current.debias
+            record.safety, record.data = list(current.safety), record.data or current.data
         stem = f"{slug(target)}/{slug(recipe)}-{key}"
         self._export(record, entry, stem)
         replaces_complete = current is not None and current.complete and current.key != key
@@ -148,7 +151,7 @@ class BundleWriter:
             self._json(record, "audit", stem, evidence.audit_evidence(entry["audit"], fingerprints))
         safety = [path for path in entry.get("safety") or [] if evidence.finished(path)]
         if safety:
-            answers = []
+            record.safety, answers = [], []
             for path, key in zip(safety, entry.get("safety_keys") or [None] * len(safety), strict=True):
                 suite, rows = evidence.safety_evidence(path, key or "", fingerprints)
                 record.safety.append(suite)

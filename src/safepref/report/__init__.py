@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safepref.bundle.store import check_writable
 from safepref.core.io import write_text_atomic
 from safepref.report.analysis import (
     LABELS,
@@ -41,10 +42,13 @@ def write_report(bundle_dir: str | Path, out_dir: str | Path | None = None) -> d
     too when given (a run folder); returns the paths in ``out_dir`` (else in the bundle)."""
     bundle_dir = Path(bundle_dir)
     results = collect_results(bundle_dir)
+    folders = list(dict.fromkeys([bundle_dir, *([Path(out_dir)] if out_dir else [])]))
+    for folder in folders:
+        check_writable(folder)
     texts = {"results.json": json.dumps(results, indent=2, ensure_ascii=False) + "\n",
              "summary.md": render_markdown(results), "report.html": render_html(results)}
     written = {}
-    for folder in dict.fromkeys([bundle_dir, *([Path(out_dir)] if out_dir else [])]):
+    for folder in folders:
         written = {name: write_text_atomic(folder / name, text) for name, text in texts.items()}
     return {"report": str(written["report.html"]), "results": str(written["results.json"]),
             "summary": str(written["summary.md"])}

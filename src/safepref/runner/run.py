@@ -83,7 +83,7 @@ class Run:
                                          "seed": config.seed, "targets": {}, "timings": {}}
         # the evidence, written as stages finish; a configuration it holds under the same key is not run again
         self.bundle = BundleWriter(bundle_dir or self.dir / "bundle", config.name, self.manifest["config"])
-        self.manifest["bundle"] = str(self.bundle.dir)
+        self.manifest["bundle"] = str(self.bundle.dir.resolve())
         self.manifest["timings"] = dict(self.bundle.manifest.timings)
         self.reused: list[tuple[str, str]] = []
         if self.manifest_path.exists():
@@ -130,8 +130,8 @@ class Run:
             prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
-    def responses_for(self, target: TargetSpec, prompts, recipes: list[str]) -> list[Path]:
-        """Generate (or reuse) every source the recipes draw from; returns the response files."""
+    def responses_for(self, target: TargetSpec, prompts, recipes: list[str] | None = None) -> list[Path]:
+        """Generate (or reuse) every source the recipes (default: the target's) draw from; returns the files."""
 
         files = []
         needed = plan.sources_needed(self.config, target, recipes)
