@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml requirements-models.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/safepref run configs/quick.yaml --run-dir runs/quick
+	$(BIN)/safepref run configs/quick.yaml --run-dir runs/quick --bundle results/quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

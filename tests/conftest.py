@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# float32 on every CPU, so the suite's figures do not depend on the machine's bfloat16 instructions (the policy's own
+# tests turn the measurement back on); CLI subprocesses inherit it
+os.environ["SAFEPREF_CPU_BF16"] = "off"
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

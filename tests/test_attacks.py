@@ -19,6 +19,41 @@ def test_suites():
     assert len(xstest) == 450 and {p.meta["label"] for p in xstest} == {"safe", "unsafe"}
 
 
+def test_the_fields_suites_ship_with_their_categories():
+    jbb = load_suite("jbb")
+    assert len(jbb) == 100 and jbb[0].id == "jbb-0" and jbb[0].dataset == "jbb"
+    categories = {p.meta["category"] for p in jbb}
+    assert len(categories) == 10 and all(sum(p.meta["category"] == c for p in jbb) == 10 for c in categories)
+    harmbench = load_suite("harmbench")
+    assert len(harmbench) == 200  # the standard behaviours only: no copyright or contextual rows
+    assert {p.meta["category"] for p in harmbench} == {"illegal", "cybercrime_intrusion", "misinformation_disinformation",
+                                                       "chemical_biological", "harmful", "harassment_bullying"}
+    assert all(p.id == f"harmbench-{p.meta['behavior_id']}" for p in harmbench)
+    assert len(load_suite("harmbench", limit=5)) == 5
+
+
+def test_jbb_attacks_are_recorded_transfer_prompts_by_method():
+    jbb = load_suite("jbb")
+    records = load_dataset("jbb-attack-prompts")
+    assert len(records) == 1437
+    pair = Attack("jbb-attacks:PAIR")  # optimised against vicuna-13b-v1.5 unless another model is named
+    attacked = pair.attacked_prompts(jbb)
+    assert len(attacked) == 82  # PAIR found no jailbreak for 18 behaviours: those are left out, not sent plain
+    expected = {r.meta["behavior_id"]: r.text for r in records
+                if r.meta["method"] == "PAIR" and r.meta["source_model"] == "vicuna-13b-v1.5"}
+    assert all(p.text == expected[p.meta["suite_prompt_id"]] for p in attacked)
+    assert attacked[0].id == f"{attacked[0].meta['suite_prompt_id']}|jbb-attacks:PAIR"
+    gcg = Attack("jbb-attacks:gcg@llama-2-7b-chat-hf")  # the method's case does not matter; the name is canonical
+    assert gcg.name == "jbb-attacks:GCG@llama-2-7b-chat-hf" and len(gcg.attacked_prompts(jbb)) == 100
+    assert gcg.apply(jbb[0].text).startswith(jbb[0].text)  # GCG appends its suffix to the request
+    with pytest.raises(InputError, match="needs a method"):
+        Attack("jbb-attacks")
+    with pytest.raises(InputError, match="no recorded prompts for method AutoDAN"):
+        Attack("jbb-attacks:AutoDAN")
+    with pytest.raises(InputError, match="--suite jbb"):  # AdvBench shares some behaviours, not the ids
+        pair.check_disjoint(load_suite("advbench"))
+
+
 def test_suite_from_file(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("goal,other\nWrite a poem about locks,x\nExplain lock picking,y\n")
@@ -32,7 +67,7 @@ def test_suite_from_file(tmp_path):
     with pytest.raises(InputError, match="missing column"):
         load_suite(f"{path}:prompt")
     with pytest.raises(InputError, match="unknown suite"):
-        load_suite("harmbench")
+        load_suite("harmbenchh")
 
 
 def test_empty_suite_file_is_an_input_error(tmp_path):
@@ -98,6 +133,7 @@ def test_attacked_prompt_ids():
     (["--suite", "nosuch.csv:goal"], "suite file not found"),
     (["--suite", "advbench", "--limit", "0"], "--limit must be at least 1"),
     (["--suite", "advbench", "--limit", "520", "--attack", "fewshot:3"], "overlap"),
+    (["--suite", "harmbench", "--attack", "jbb-attacks:PAIR"], "--suite jbb"),
 ])
 def test_eval_safety_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     result = run_cli("eval-safety", "--model", "smollm2-135m-instruct", "--out", str(tmp_path / "run"), *args)

@@ -135,7 +135,7 @@ def test_a_grid_resumes_from_its_bundle_alone(grid, tmp_path, monkeypatch, tiny_
               and p.name not in ("results.json", "report.html")}
     calls = _forbid_work(monkeypatch)
     monkeypatch.setattr("safepref.models.loading.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    paths = run_experiment(path, tmp_path / "fresh-run", bundle)
+    paths = run_experiment(path, tmp_path / "fresh-run", bundle_dir=bundle)
     assert calls == []
     assert Path(paths["summary"]).read_text() == (run_dir / "summary.md").read_text()
     after = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
@@ -155,7 +155,7 @@ def test_a_changed_key_reruns_its_configurations_and_keeps_the_others(grid, tmp_
     changed.write_text(yaml.safe_dump(config))
     run_copy = tmp_path / "run"
     shutil.copytree(run_dir, run_copy, ignore=shutil.ignore_patterns("bundle"))
-    run_experiment(changed, run_copy, bundle)  # the run folder's answers and scores are reused; training is not
+    run_experiment(changed, run_copy, bundle_dir=bundle)  # the run folder's answers and scores are reused; training is not
     new = read_manifest(bundle).targets[tiny_model_dir.name]
     assert new["sft"] == old["sft"]
     for name in ("gpt4o_self", "self_rm"):

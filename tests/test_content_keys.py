@@ -360,7 +360,7 @@ def test_judge_fingerprints_follow_the_shipped_head_bytes(tmp_path, monkeypatch)
     assert shipped["harm"] and shipped["refusal"] and shipped["keyword"] and shipped["llm"] is None
     head = tmp_path / "harm.npz"
     head.write_bytes(b"a retrained head")
-    monkeypatch.setattr("safepref.judges.head.shipped_head_path", lambda name: head)
+    monkeypatch.setattr("safepref.judges.shipped_head_path", lambda name: head)
     assert judge_fingerprints(["harm"])["harm"] not in (None, shipped["harm"])
 
 
@@ -375,10 +375,11 @@ def test_a_retrained_judge_head_judges_again_instead_of_reusing_verdicts(tmp_pat
         out.mkdir(parents=True)
         (out / "summary.json").write_text("{}")
 
-    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", fake_evaluate)
+    monkeypatch.setattr("safepref.runner.run.evaluate_safety", fake_evaluate)
     run.safety(model)
     run.safety(model)
     assert len(evaluated) == len(run.config.safety.suites)  # the second call reused every suite's result
-    monkeypatch.setattr("safepref.runner.run.judge_fingerprints", lambda names: {n: "retrained" for n in names})
+    monkeypatch.setattr("safepref.evaluation.safety.judge_fingerprints",
+                        lambda names, dtype="auto": {n: "retrained" for n in names})
     run.safety(model)
     assert len(evaluated) == 2 * len(run.config.safety.suites) and evaluated[0] != evaluated[-1]

@@ -113,7 +113,8 @@ class _DecoderTensorFactories(TorchFunctionMode):
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.FACTORIES and sys._getframe(1).f_code.co_filename.endswith(str(Path("safepref", "decode.py"))):
+        caller = sys._getframe(1).f_code.co_filename
+        if func in self.FACTORIES and caller.endswith(str(Path("safepref", "generation", "decode.py"))):
             self.devices.append(kwargs.get("device"))
         return func(*args, **kwargs)
 
@@ -282,8 +283,8 @@ def test_runner_launches_accelerate_with_every_setting_when_several_gpus_are_vis
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(launch.subprocess, "run", fake_accelerate)
-    monkeypatch.setattr("safepref.core.device.visible_gpus", lambda: 4)
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", lambda *a, **k: pytest.fail("trained in-process"))
+    monkeypatch.setattr("safepref.runner.run.visible_gpus", lambda: 4)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", lambda *a, **k: pytest.fail("trained in-process"))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     result = Run(config, tmp_path / "run").train(config.targets[0], pairs)
@@ -310,8 +311,8 @@ def test_one_visible_gpu_trains_in_process_and_full_fine_tunes_need_deepspeed(tm
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "train_summary.json").write_text(json.dumps({"final_loss": 0.6, "steps": 1}))
 
-    monkeypatch.setattr("safepref.core.device.visible_gpus", lambda: 1)
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", fake_train)
+    monkeypatch.setattr("safepref.runner.run.visible_gpus", lambda: 1)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", fake_train)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     Run(config, tmp_path / "run").train(config.targets[0], pairs)

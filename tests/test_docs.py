@@ -3,7 +3,7 @@ than its evidence (`make docs` regenerates them)."""
 
 from pathlib import Path
 
-from safepref.report.docs import MARKERS, committed_bundles, generated_tables, replace_block
+from safepref.report.docs import BLOCKS, MARKERS, committed_bundles, generated_tables, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,11 +20,13 @@ def test_every_committed_bundle_has_its_readme_block():
     bundles = committed_bundles(ROOT)
     assert bundles, "no bundle committed under results/"
     for folder in bundles:
-        assert MARKERS[0].format(name=folder.name) in readme and MARKERS[1].format(name=folder.name) in readme
+        for kind in BLOCKS:
+            block = f"{folder.name}-{kind}"
+            assert MARKERS[0].format(name=block) in readme and MARKERS[1].format(name=block) in readme, block
 
 
 def test_a_block_is_replaced_between_its_markers_only():
-    other = "<!-- results:y:begin -->k<!-- results:y:end -->"
-    text = f"before\n<!-- results:x:begin -->\nold\n<!-- results:x:end -->\nafter {other}"
-    new = "<!-- results:x:begin -->new<!-- results:x:end -->"
+    other = "<!-- generated:y:begin -->k<!-- generated:y:end -->"
+    text = f"before\n<!-- generated:x:begin -->\nold\n<!-- generated:x:end -->\nafter {other}"
+    new = "<!-- generated:x:begin -->new<!-- generated:x:end -->"
     assert replace_block(text, "x", new) == f"before\n{new}\nafter {other}"

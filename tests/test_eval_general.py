@@ -46,6 +46,11 @@ def test_every_task_reports_its_metric_stderr_and_chance(tiny_results):
         assert 0 <= row["value"] <= 1 and 0 <= row["stderr"] <= 1, (name, row)
         assert row["metrics"][row["metric"]] == {"value": row["value"], "stderr": row["stderr"]}
         assert 0 < row["chance"] < 1
+        # each question's score, so that two models compare question by question: they average to the value
+        assert len(row["per_question"]) == 4
+        assert sum(row["per_question"].values()) / 4 == pytest.approx(row["value"])
+        if row["metric"] != "mc2":
+            assert set(row["per_question"].values()) <= {0.0, 1.0}
     assert record["tasks"]["arc_easy"]["metrics"]["acc"]["value"] is not None  # every metric lm-eval computed
     assert record["tasks"]["winogrande"]["chance"] == 0.5
     assert record["limit"] == 4 and record["num_fewshot"] == 0 and record["seed"] == 1234

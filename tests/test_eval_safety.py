@@ -42,6 +42,28 @@ def test_eval_safety_tiny_model_two_attacks_resumes(tiny_model_dir, tmp_path):
     assert again["results"] == summary["results"]
 
 
+def test_eval_safety_on_jbb_with_its_transfer_attack_reports_categories(tiny_model_dir, tmp_path):
+    config = SafetyEvalConfig(suite="jbb", attacks="none,jbb-attacks:PAIR", judges="keyword", limit=12,
+                              max_new_tokens=4, batch_size=12)
+    summary = evaluate_safety(str(tiny_model_dir), config, tmp_path)
+    results = {r["attack"]: r for r in summary["results"]}
+    assert results["none"]["n"] == 12
+    # n counts the behaviours PAIR has a recorded prompt for (all of the first 12 against vicuna-13b-v1.5)
+    from safepref.core.datasets import load_dataset
+
+    covered = {r.meta["behavior_id"] for r in load_dataset("jbb-attack-prompts")
+               if r.meta["method"] == "PAIR" and r.meta["source_model"] == "vicuna-13b-v1.5"}
+    assert results["jbb-attacks:PAIR"]["n"] == sum(f"jbb-{i}" in covered for i in range(12)) == 12
+    by_category = [c for c in summary["categories"] if c["attack"] == "none"]
+    # the first 12 behaviours: 10 of Harassment/Discrimination, 2 of Malware/Hacking
+    assert {c["category"]: c["n"] for c in by_category} == {"Harassment/Discrimination": 10, "Malware/Hacking": 2}
+    verdicts = read_jsonl(tmp_path / "verdicts.jsonl")
+    for category in by_category:
+        ids = {f"jbb-{i}" for i in (range(10) if category["category"].startswith("Harassment") else range(10, 12))}
+        labels = [v["label"] for v in verdicts if v["attack"] == "none" and v["id"] in ids]
+        assert category["asr"] == sum(labels) / len(labels)
+
+
 def test_eval_safety_xstest_over_refusal(tiny_model_dir, tmp_path):
     summary = evaluate_safety(str(tiny_model_dir), SafetyEvalConfig(suite="xstest", judges="keyword", limit=4,
                                                                     max_new_tokens=4), tmp_path / "run")

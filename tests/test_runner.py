@@ -62,6 +62,19 @@ def test_target_training_overrides_the_top_level(tmp_path, tiny_model_dir):
     assert info.value.field == "targets[0].training.learnin_rate" and "unknown key" in str(info.value)
 
 
+def test_safety_limits_and_attacks_may_be_given_per_suite(tmp_path, tiny_model_dir):
+    safety = {"suites": ["advbench", "jbb"], "limit": {"advbench": 50}, "judges": ["keyword"],
+              "attacks": {"jbb": ["none", "jbb-attacks:PAIR"]}}
+    spec = load_config(_config(tmp_path, tiny_model_dir, safety=safety)).safety
+    assert (spec.limit_for("advbench"), spec.limit_for("jbb")) == (50, None)  # jbb in full
+    assert spec.attacks_for("jbb") == ["none", "jbb-attacks:PAIR"] and spec.attacks_for("advbench") == ["none"]
+    with pytest.raises(InputError) as info:
+        load_config(_config(tmp_path, tiny_model_dir, safety={**safety, "limit": {"advbench": 0}}))
+    assert info.value.field == "safety.limit"
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "quick-seeds.yaml")
+    assert shipped.training_seeds() == [0, 1] and shipped.safety.attacks_for("jbb")[-1] == "jbb-attacks:PAIR"
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, tiny_model_dir):
     """The tiny grid run once: (config path, run folder, results.json, what run_experiment returned)."""
@@ -104,10 +117,14 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
               "| DPO loss, last quarter (steps) |")  # each judge's measured agreement beside its column
     assert header in summary
     # a row per configuration in the headline table, the benign-quality table, the harmful-answers table and the
-    # table beside the paper's published figures, and one per trained configuration (SFT has no pairs) in the
-    # pair-diagnostics table
-    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 4 + 2
-    assert any(line.startswith("- Self+RM has lower ASR") for line in summary)
+    # table beside the paper's published figures, and one per trained configuration (SFT has no pairs; SFT is the
+    # baseline) in the pair-diagnostics table and the table of each configuration against SFT
+    assert sum(line.startswith(("| SFT |", "| GPT4o+Self |", "| Self+RM |")) for line in summary) == 3 * 4 + 2 + 2
+    # the paper's ASR check is paired: every configuration answered the same 4 prompts
+    [asr_check] = [line for line in summary if line.startswith("- Self+RM has lower ASR")]
+    assert "McNemar p" in asr_check and "could detect" in asr_check and "only under Self+RM" in asr_check
+    against_sft = [line for line in summary if line.startswith("| Self+RM | advbench | none | keyword |")]
+    assert len(against_sft) == 1 and "unpaired" not in against_sft[0]
     # ASR (one judge), separability, final loss, and the check that names configurations whose answers collapsed
     assert len(results["paper_checks"][tiny_model_dir.name]) == 4
     assert all(row["benign"]["n"] == 4 and row["benign"]["harmful"][0]["suite"] == "advbench" for row in rows.values())
@@ -120,8 +137,8 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.evaluate_safety", must_not_run)
     monkeypatch.setattr("safepref.models.loading.load_model", must_not_run)
     clock = iter(range(0, 10**6, 5))  # every cached step now seems to take 5 s: it must not replace the real timing
     monkeypatch.setattr("safepref.runner.run.time.perf_counter", lambda: next(clock))
@@ -185,7 +202,7 @@ def test_asr_figure_counts_n_of_its_own_suite_only(monkeypatch):
     assert "(n=100 prompts" in titles[0]
 
 
-def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
+def test_paper_checks_without_per_prompt_verdicts_compare_unpaired_and_say_so():
     from safepref.report import paper_checks
 
     rows = {"sft": _row("SFT", "sft", 0.5),
@@ -194,17 +211,20 @@ def test_paper_checks_hold_only_when_every_multi_model_configuration_agrees():
             "self_rm": _row("Self+RM", "rm", 0.20, accuracy=0.60, final_loss=0.6)}
     asr, separability, loss = paper_checks(rows)
     assert asr["verdict"] == "holds" and asr["self_rm"] == 0.20
-    assert all(c["difference_ci95"][0] > 0 for c in asr["comparisons"])
+    assert all(c["difference_ci95"][0] > 0 and not c["paired"] and "not found" in c["note"]
+               for c in asr["comparisons"])
     assert separability["verdict"] == "holds" and loss["verdict"] == "holds"
 
     rows["stronger_self"] = _row("Stronger+Self", "multi", 0.25, accuracy=0.55, final_loss=0.7)  # gap inside the noise
     asr, separability, loss = paper_checks(rows)
-    assert asr["verdict"] == "direction only"
+    assert asr["verdict"].startswith("mixed: GPT4o+Self holds; Stronger+Self ")
     assert separability["verdict"] == "direction only" and loss["verdict"] == "direction only"
 
     rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.19, accuracy=0.5, final_loss=0.9)
     rows["stronger_self"] = _row("Stronger+Self", "multi", 0.20, accuracy=0.5, final_loss=0.9)  # a tie, not a reversal
-    assert [check["verdict"] for check in paper_checks(rows)] == ["no measurable difference", "reversed", "reversed"]
+    verdicts = [check["verdict"] for check in paper_checks(rows)]
+    assert verdicts[0].startswith("no measurable difference (could detect 0.1") and verdicts[1:] == ["reversed"] * 2
+    rows["stronger_self"] = _row("Stronger+Self", "multi", 0.05)
     rows["gpt4o_self"] = _row("GPT4o+Self", "multi", 0.05)
     assert paper_checks(rows)[0]["verdict"] == "reversed"
     assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []
@@ -269,8 +289,43 @@ def test_grid_with_mitigations_debiases_between_build_and_train(tmp_path, tiny_m
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr("safepref.pairs.debias.debias_pairs", must_not_run)
-    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
-    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.debias_pairs", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.runner.run.evaluate_safety", must_not_run)
     run_experiment(path, run_dir)
     assert json.loads((run_dir / "results.json").read_text())["mitigations"] == results["mitigations"]
+
+
+def test_seeds_train_each_configuration_per_seed_and_seed_zero_keeps_its_keys(tmp_path, tiny_model_dir, monkeypatch):
+    path = _config(tmp_path, tiny_model_dir, recipes=["sft", "self_rm"], seeds=[0, 1], benign=None, audit=None)
+    run_dir = tmp_path / "run"
+    run_experiment(path, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entries = manifest["targets"][tiny_model_dir.name]
+    assert manifest["seeds"] == [0, 1] and "seeds" not in entries["sft"]  # SFT is not trained: evaluated once
+    seeds = entries["self_rm"]["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1]
+    assert seeds[0]["training"] == entries["self_rm"]["training"]  # the first seed stays where one seed would be
+    assert seeds[0]["training"]["out_dir"] != seeds[1]["training"]["out_dir"]
+    trained = [json.loads(Path(s["training"]["summary"]).read_text()) for s in seeds]
+    assert [t["seed"] for t in trained] == [0, 1]
+    assert {label for label in manifest["timings"] if label.startswith("train ")} == {
+        f"train {tiny_model_dir.name} self_rm seed 0", f"train {tiny_model_dir.name} self_rm seed 1"}
+    results = json.loads((run_dir / "results.json").read_text())
+    [asr] = results["targets"][tiny_model_dir.name]["self_rm"]["safety"]
+    assert [s["seed"] for s in asr["seeds"]] == [0, 1] and asr["n"] == 4
+    assert "per seed (95% Wilson CI)" in (run_dir / "report.html").read_text()
+
+    # the same grid with one seed (0) finds everything trained: seed 0's keys are the single-seed run's
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr("safepref.training.dpo.train_dpo", must_not_run)
+    monkeypatch.setattr("safepref.evaluation.safety.evaluate_safety", must_not_run)
+    single = _config(tmp_path, tiny_model_dir, recipes=["sft", "self_rm"], benign=None, audit=None)
+    run_experiment(single, run_dir)
+    again = json.loads((run_dir / "manifest.json").read_text())["targets"][tiny_model_dir.name]["self_rm"]
+    assert again["training"]["out_dir"] == seeds[0]["training"]["out_dir"] and "seeds" not in again
+
+    bad = run_cli("run", str(single), "--run-dir", str(run_dir), "--seeds", "0,0")
+    assert bad.returncode == 2 and "seeds repeat" in bad.stderr and "Traceback" not in bad.stderr

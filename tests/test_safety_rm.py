@@ -68,6 +68,34 @@ def test_pair_diagnostics_tell_the_safer_side_from_the_longer_one():
     assert result["judged_pairs"] == 24 and "seeded 10 of 24 pairs" in diagnostics_line(sampled)
 
 
+def test_the_diagnostics_judge_is_a_choice_and_part_of_the_audit_key(tmp_path):
+    from safepref.audit import AuditConfig, audit_pairs
+    from safepref.audit.separability import audit_key
+    from safepref.core.errors import InputError
+    from safepref.pairs.diagnostics import run_pair_diagnostics
+    from safepref.runner.config import AuditSpec
+
+    pairs = [_pair(n, REFUSALS[n % 3], HARMFUL[n % 3]) for n in range(12)]
+    fast = run_pair_diagnostics(pairs)  # the default: the heads without their SmolLM2 read
+    assert (fast["harm_judge"], fast["refusal_judge"], fast["diagnostics_judge"]) == ("harm-fast", "refusal-fast", "fast")
+    assert fast["harmful"]["gap"]["difference"] < 0 and fast["refusal"]["gap"]["difference"] > 0
+    assert run_pair_diagnostics(pairs, "none") is None
+    with pytest.raises(InputError, match="diagnostics judge 'harm-lm'.*fast, full, none"):
+        run_pair_diagnostics(pairs, "harm-lm")
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("{}\n")
+    keys = {choice: audit_key(path, {}, 0, choice) for choice in ("fast", "full", "none")}
+    assert len(set(keys.values())) == 3 and audit_key(path, {}, 0) == keys["fast"]
+    assert AuditSpec().diagnostics_judge == "fast"
+    with pytest.raises(ValueError):
+        AuditSpec(diagnostics_judge="harm")
+    summary = audit_pairs(pairs, AuditConfig(features=["shallow"], folds=3, bootstrap=200, diagnostics_judge="none"),
+                          tmp_path / "a")
+    assert summary["pair_diagnostics"] is None and "pairs:" not in (tmp_path / "a" / "verdict.txt").read_text()
+    refused = run_cli("audit", str(path), "--diagnostics-judge", "sometimes")
+    assert refused.returncode == 2 and "fast, full, none" in refused.stderr
+
+
 def test_build_json_and_audit_carry_the_diagnostics(tmp_path):
     from safepref.audit import AuditConfig, audit_pairs
     from safepref.core.datasets import saferlhf_prompts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import field
+from typing import Literal
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
@@ -42,5 +43,10 @@ class AuditConfig:
     """Where hidden-state and embedding models run: auto | cpu | cuda | cuda:N (safepref.core.device)."""
     dtype: str = "auto"
     """Precision of the hidden-state model: auto (the device policy) | float32 | bfloat16 | float16."""
+    diagnostics_judge: Literal["fast", "full", "none"] = "fast"
+    """Judges of the pair diagnostics (safepref.pairs.diagnostics): fast (the harm and refusal heads without their
+    SmolLM2 read), full (with it) or none."""
+    diagnostics_pairs: int | None = Field(default=1000, ge=1)
+    """Most pairs the diagnostics judge (a seeded sample beyond that; None: every pair)."""
     cache_dir: str | None = None
     """Feature cache folder (default ``$SAFEPREF_HOME/cache/audit``); features are keyed by spec and texts."""

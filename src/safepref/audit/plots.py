@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from safepref.core.paths import slug
 
@@ -28,7 +29,8 @@ def projection_plot(features: np.ndarray, labels: np.ndarray, title: str, path: 
 
     standardised = StandardScaler().fit_transform(features)
     components = min(2, standardised.shape[1])
-    points = PCA(n_components=components).fit_transform(standardised)
+    with threadpool_limits(1, user_api="blas"):  # a small matrix: see safepref.audit.probe.PROBE_BLAS_THREADS
+        points = PCA(n_components=components).fit_transform(standardised)
     if components == 1:
         points = np.column_stack([points[:, 0], np.zeros(len(points))])
     figure, axes = plt.subplots(figsize=(6, 5))

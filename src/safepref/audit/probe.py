@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from safepref.audit.features import cue_descriptions
 from safepref.core.stats import wilson_interval
@@ -43,6 +44,13 @@ def control_swapped_labels(labels: np.ndarray, splits: list[tuple[np.ndarray, np
     return swapped
 
 
+# The probes' matrices are small (4,000 x 384 for 2,000 pairs): one BLAS thread fits them faster than two, whose
+# hand-offs cost more than the arithmetic, and far faster on a busy machine, where a second BLAS thread spin-waits
+# for a core. A 3,200 x 384 fit took 0.045 s with one thread against 0.56 s with two on the 2-core machine with
+# other work running (``benchmarks/bench_audit.py`` measures the audit whole).
+PROBE_BLAS_THREADS = 1
+
+
 def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Decision score of a standardised logistic regression for every response, from the fold that held it out."""
     # scikit-learn loads in seconds: imported only where used
@@ -52,7 +60,8 @@ def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, splits: list[tu
     from sklearn.preprocessing import StandardScaler
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return cross_val_predict(probe, features, labels, cv=splits, method="decision_function")
+    with threadpool_limits(PROBE_BLAS_THREADS, user_api="blas"):
+        return cross_val_predict(probe, features, labels, cv=splits, method="decision_function")
 
 
 def cluster_bootstrap_interval(values: np.ndarray, clusters: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:

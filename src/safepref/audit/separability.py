@@ -32,7 +32,7 @@ from safepref.core.keys import content_key
 from safepref.core.records import Pair
 from safepref.judges import judge_fingerprints
 from safepref.models.loading import resolve_model_path
-from safepref.pairs.diagnostics import diagnostics_line, pair_diagnostics
+from safepref.pairs.diagnostics import DEFAULT_DIAGNOSTICS, diagnostics_judges, diagnostics_line, run_pair_diagnostics
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def audit_pairs(pairs: list[Pair], config: AuditConfig, out_dir: str | Path | No
     summary["risk"] = worst["risk"]
     summary["verdict"] = worst["verdict"]
     summary["warnings"] = warnings
-    summary["pair_diagnostics"] = pair_diagnostics(pairs)
+    summary["pair_diagnostics"] = run_pair_diagnostics(pairs, config.diagnostics_judge, config.diagnostics_pairs,
+                                                       config.dtype)
     if out is not None:
         _write_summary(summary, out)
     return summary
@@ -141,14 +142,18 @@ def _write_summary(summary: dict[str, Any], out: Path) -> None:
     """``verdict.txt`` (the overall verdict, one line per feature set, the pair diagnostics, the warnings) and
     ``audit.json``."""
     lines = [result["verdict"] for result in summary["features"].values()]
-    pairs_line = f"pairs: {diagnostics_line(summary['pair_diagnostics'])}"
-    text = "\n".join([f"overall: {summary['verdict']}", *lines, pairs_line,
+    diagnostics = summary["pair_diagnostics"]
+    pairs_line = [f"pairs: {diagnostics_line(diagnostics)}"] if diagnostics else []
+    text = "\n".join([f"overall: {summary['verdict']}", *lines, *pairs_line,
                       *(f"warning: {w}" for w in summary["warnings"])]) + "\n"
     write_text_atomic(out / "verdict.txt", text)
     write_json_atomic(out / "audit.json", summary)
 
 
-def audit_key(pairs_path: Path, settings: dict[str, Any], seed: int) -> str:
+def audit_key(pairs_path: Path, settings: dict[str, Any], seed: int,
+              diagnostics_judge: str = DEFAULT_DIAGNOSTICS, dtype: str = "auto") -> str:
     """The audit's content key: the pairs file's bytes, the audit settings and seed, the embedding length, and the
-    harm and refusal judges that judge its pair diagnostics."""
-    return content_key(file_fingerprint(pairs_path), settings, seed, EMBED_TOKENS, judge_fingerprints(["harm", "refusal"]))
+    diagnostics choice with the fingerprints of the judges it names (none: no judge; ``dtype``: their LM reads')."""
+    judges = diagnostics_judges(diagnostics_judge) or ()
+    return content_key(file_fingerprint(pairs_path), settings, seed, EMBED_TOKENS, diagnostics_judge,
+                       judge_fingerprints(list(judges), dtype))

@@ -46,7 +46,9 @@ def safety_evidence(summary_path: str | Path, key: str, fingerprints: dict[str, 
     summary_path = Path(summary_path)
     summary = _json(summary_path)
     config = summary["config"]
-    requests = {p.id: p.text for p in load_suite(summary["suite"], config.get("limit"))}
+    prompts = load_suite(summary["suite"], config.get("limit"))
+    requests = {p.id: p.text for p in prompts}
+    categories = {p.id: p.meta.get("category") for p in prompts}
     verdicts: dict[tuple[str, str], dict[str, StoredVerdict]] = {}
     labels: dict[tuple[str, str], str | None] = {}
     for _, row in iter_jsonl(summary_path.parent / "verdicts.jsonl"):
@@ -66,7 +68,8 @@ def safety_evidence(summary_path: str | Path, key: str, fingerprints: dict[str, 
             answers.append(EvaluatedAnswer(
                 suite=summary["suite"], attack=attack, prompt_id=prompt_id, request=request,
                 prompt=response["prompt"], answer=response["text"], decoding=response.get("generation") or {},
-                xstest_label=labels[(attack, prompt_id)], verdicts=verdicts[(attack, prompt_id)]))
+                xstest_label=labels[(attack, prompt_id)], category=categories.get(prompt_id),
+                verdicts=verdicts[(attack, prompt_id)]))
     xstest = any(label is not None for label in labels.values())  # eval-safety labels XSTest's rows only
     judges = list(dict.fromkeys([*config["judges"], *(["refusal"] if xstest else [])]))
     settings = {k: v for k, v in SafetyEvalConfig.model_validate(config).key_dump().items()

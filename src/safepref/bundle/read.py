@@ -1,8 +1,11 @@
-"""A bundle as the report reads it: per configuration, the rates and measures its evidence gives.
+"""A bundle as the report reads it: the run folder it stands for, rebuilt from its evidence alone.
 
-Rates are recomputed from the stored answers and verdicts (the same summary eval-safety writes), so a re-judged
-bundle reports its new verdicts with no other step; the benign measures, the audit, lm-eval's results and the
-training log are read as stored. Nothing here loads a model, reads a run folder or opens a network connection.
+The report (:mod:`safepref.report`) reads a run folder's manifest and the artifacts it names: safety summaries with
+their verdicts and answers, benign and general results, audits, training logs, debias counts. :func:`materialize`
+writes exactly those, in those shapes, from the bundle into a folder the report then reads, so one reader serves
+both and a bundle's report equals its run's. Safety summaries are recomputed from the stored verdicts (eval-safety's
+own :func:`~safepref.evaluation.safety.summarize_run`), so a re-judged bundle reports its new verdicts. Nothing
+here loads a model, reads the run folder the bundle came from, or opens a network connection.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from safepref.bundle.store import (
     BundleManifest,
     ConfigurationRecord,
     EvaluatedAnswer,
+    EvaluationRecord,
     SuiteRecord,
     read_json,
     read_manifest,
     read_records,
     read_rows,
 )
+from safepref.core.io import write_json_atomic, write_jsonl_atomic
+from safepref.core.paths import slug
 from safepref.evaluation.safety import summarize_run
 
 
@@ -33,38 +39,107 @@ def verdict_rows(answers: list[EvaluatedAnswer]) -> list[dict[str, Any]]:
 def suite_summary(suite: SuiteRecord, answers: list[EvaluatedAnswer]) -> dict[str, Any]:
     """eval-safety's summary of one suite, from the bundle's answers to it."""
     mine = [a for a in answers if a.suite == suite.suite]
-    summary = summarize_run(verdict_rows(mine), attacks=suite.attacks, judges=suite.judges, xstest=suite.xstest)
-    return {"suite": suite.suite, "n_prompts": suite.n_prompts, **summary}
+    categories = {a.prompt_id: a.category for a in mine if a.category}
+    summary = summarize_run(verdict_rows(mine), attacks=suite.attacks, judges=suite.judges, xstest=suite.xstest,
+                            categories=categories)
+    return {"suite": suite.suite, "n_prompts": suite.n_prompts, "config": {**suite.settings, "judges": suite.judges},
+            **summary}
 
 
 class Bundle:
-    """A bundle opened for reading: its manifest, validated, and its evidence files by configuration."""
+    """A bundle opened for reading: its manifest, validated, and its evidence files."""
 
     def __init__(self, folder: str | Path) -> None:
         self.dir = Path(folder)
         self.manifest: BundleManifest = read_manifest(self.dir)
 
-    def path(self, relative: str) -> Path:
-        return self.dir / relative
+    def answers(self, record: EvaluationRecord) -> list[EvaluatedAnswer]:
+        return read_records(self.dir / record.files["safety"], EvaluatedAnswer) if "safety" in record.files else []
 
-    def records(self) -> list[tuple[str, str, ConfigurationRecord]]:
-        return [(target, name, record) for target, configurations in self.manifest.targets.items()
-                for name, record in configurations.items()]
+    def json(self, record: EvaluationRecord, kind: str) -> dict[str, Any] | None:
+        return read_json(self.dir / record.files[kind]) if kind in record.files else None
 
-    def answers(self, record: ConfigurationRecord) -> list[EvaluatedAnswer]:
-        return read_records(self.path(record.files["safety"]), EvaluatedAnswer) if "safety" in record.files else []
+    def rows(self, record: EvaluationRecord, kind: str) -> list[dict[str, Any]]:
+        return read_rows(self.dir / record.files[kind]) if kind in record.files else []
 
-    def json(self, record: ConfigurationRecord, kind: str) -> dict[str, Any] | None:
-        return read_json(self.path(record.files[kind])) if kind in record.files else None
 
-    def rows(self, record: ConfigurationRecord, kind: str) -> list[dict[str, Any]]:
-        return read_rows(self.path(record.files[kind])) if kind in record.files else []
+# ---------------------------------------------------------------------------------------------- the run folder view
 
-    def evidence(self, record: ConfigurationRecord) -> dict[str, Any]:
-        """What the report shows of one configuration: safety summaries per suite, the benign summary, the audit,
-        lm-eval's results, the training log, the data it trained on and the debias counts."""
-        answers = self.answers(record)
-        return {"safety": [suite_summary(suite, answers) for suite in record.safety],
-                "benign": self.json(record, "benign_summary"), "audit": self.json(record, "audit"),
-                "general": self.json(record, "general"), "dynamics": self.rows(record, "training_log"),
-                "data": record.data, "training": record.training, "debias": record.debias, "base": record.base}
+
+def materialize(folder: str | Path, into: str | Path) -> Path:
+    """Write the run folder a bundle stands for (its manifest and the artifacts the report reads) into ``into``."""
+    bundle, into = Bundle(folder), Path(into)
+    manifest = bundle.manifest
+    targets: dict[str, dict[str, Any]] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    for target, configurations in manifest.targets.items():
+        for name, record in configurations.items():
+            base = into / slug(target) / slug(name)
+            entry = _configuration_entry(bundle, record, base)
+            evaluations = [_evaluation_entry(bundle, e, base / f"seed-{e.seed}" if e.seed is not None else base)
+                           for e in record.evaluations()]
+            entry.update(evaluations[0])
+            if record.seeds:
+                entry["seeds"] = [{"seed": e.seed, **found} for e, found in zip(record.evaluations(), evaluations,
+                                                                                 strict=True)]
+            targets.setdefault(target, {})[name] = entry
+            provenance.setdefault(target, {})[name] = {"label": record.label, "key": record.key,
+                                                       "complete": record.complete,
+                                                       **record.code.model_dump(mode="json")}
+    write_json_atomic(into / "manifest.json", {
+        "name": manifest.name, "config": manifest.config, "versions": manifest.versions, "seed": manifest.seed,
+        "seeds": manifest.seeds or [manifest.seed], "precision": manifest.precision, "timings": manifest.timings,
+        "n_training_prompts": manifest.n_training_prompts, "training_prompt_set": manifest.training_prompt_set,
+        "targets": targets, "labels": {t: {n: r.label for n, r in c.items()} for t, c in manifest.targets.items()},
+        "judges": {name: judge.model_dump(mode="json") for name, judge in manifest.judges.items()},
+        "provenance": provenance})
+    return into
+
+
+def _configuration_entry(bundle: Bundle, record: ConfigurationRecord, base: Path) -> dict[str, Any]:
+    """What a configuration's seeds share: base recipe, data, pairs, debias counts, audit."""
+    entry: dict[str, Any] = {"key": record.key}
+    if record.base:
+        entry["base"] = record.base
+    if record.data:
+        entry["data"] = record.data
+    if "pairs" in record.files:
+        entry["pairs"] = str(write_jsonl_atomic(base / "pairs.jsonl", bundle.rows(record, "pairs")))
+    if record.debias:
+        entry["debias"] = str(write_json_atomic(base / "pairs.debias.json", record.debias))
+    if "audit" in record.files:
+        entry["audit"] = str(write_json_atomic(base / "audit" / "audit.json", bundle.json(record, "audit")))
+    return entry
+
+
+def _evaluation_entry(bundle: Bundle, evaluation: EvaluationRecord, base: Path) -> dict[str, Any]:
+    """One evaluated model's entry: training (summary and log), safety folders, benign and general results."""
+    entry: dict[str, Any] = {}
+    if evaluation.training:
+        log = write_jsonl_atomic(base / "model" / "dynamics.jsonl", bundle.rows(evaluation, "training_log"))
+        summary = write_json_atomic(base / "model" / "train_summary.json", evaluation.training)
+        entry["training"] = {"out_dir": str(base / "model"), "dynamics": str(log), "summary": str(summary),
+                             "final_loss": evaluation.training.get("final_loss"),
+                             "steps": evaluation.training.get("steps")}
+    if evaluation.safety:
+        answers = bundle.answers(evaluation)
+        entry["safety"] = [str(_safety_folder(suite, answers, base / "safety" / slug(suite.suite)))
+                           for suite in evaluation.safety]
+    if "benign_summary" in evaluation.files:
+        entry["benign"] = str(write_json_atomic(base / "benign" / "summary.json",
+                                                bundle.json(evaluation, "benign_summary")))
+    if "general" in evaluation.files:
+        entry["general"] = str(write_json_atomic(base / "general" / "general.json", bundle.json(evaluation, "general")))
+    return entry
+
+
+def _safety_folder(suite: SuiteRecord, answers: list[EvaluatedAnswer], folder: Path) -> Path:
+    """An eval-safety folder: summary.json, verdicts.jsonl and one answers file per attack."""
+    mine = [a for a in answers if a.suite == suite.suite]
+    files = {}
+    for attack in suite.attacks:
+        rows = [{"prompt_id": f"{a.prompt_id}|{attack}", "prompt": a.prompt, "source": "bundle", "sample_index": -1,
+                 "text": a.answer, "generation": a.decoding} for a in mine if a.attack == attack]
+        files[attack] = str(write_jsonl_atomic(folder / f"responses-{slug(attack)}.jsonl", rows))
+    write_jsonl_atomic(folder / "verdicts.jsonl", verdict_rows(mine))
+    return write_json_atomic(folder / "summary.json", {**suite_summary(suite, mine), "answers": files})

@@ -24,6 +24,7 @@ from safepref.bundle.store import (
     BundleManifest,
     ConfigurationRecord,
     EvaluatedAnswer,
+    EvaluationRecord,
     StoredVerdict,
     check_writable,
     read_json,
@@ -108,9 +109,10 @@ def rejudge_bundle(folder: str | Path, judges: list[str] | None = None, *, judge
     counts = {"answers": 0, "changed": 0, "files": 0}
     for target, name, record in records:
         log(f"{target} {name}")
-        answers = _rejudge_answers(folder, record, verdicts, force, counts)
-        if REFUSAL in verdicts:
-            _rejudge_benign(folder, record, answers, verdicts[REFUSAL], force, counts)
+        for evaluation in record.evaluations():
+            answers = _rejudge_answers(folder, evaluation, verdicts, force, counts)
+            if REFUSAL in verdicts:
+                _rejudge_benign(folder, evaluation, answers, verdicts[REFUSAL], force, counts)
         if HARM_JUDGE in verdicts or REFUSAL_JUDGE in verdicts:
             _rejudge_pairs(folder, record, force, counts)
     for name, judged in verdicts.items():
@@ -125,7 +127,7 @@ def default_judges(manifest: BundleManifest) -> list[str]:
     """Every judge the bundle's suites report on, and the refusal judge where benign measures or pair diagnostics
     use it."""
     records = [r for configurations in manifest.targets.values() for r in configurations.values()]
-    names = [j for r in records for suite in r.safety for j in suite.judges]
+    names = [j for r in records for e in r.evaluations() for suite in e.safety for j in suite.judges]
     if any("benign" in r.files or "audit" in r.files for r in records):
         names.append(REFUSAL)
     return list(dict.fromkeys(names))
@@ -135,7 +137,7 @@ def _stale(verdict: StoredVerdict | None, fingerprint: str | None, force: bool) 
     return force or verdict is None or verdict.fingerprint != fingerprint
 
 
-def _rejudge_answers(folder: Path, record: ConfigurationRecord, verdicts: dict[str, _Verdicts], force: bool,
+def _rejudge_answers(folder: Path, record: EvaluationRecord, verdicts: dict[str, _Verdicts], force: bool,
                      counts: dict[str, int]) -> list[EvaluatedAnswer]:
     """The verdicts of every judge a suite reports on (a harm judge asked for joins every suite; refusal joins
     XSTest, as eval-safety adds it there)."""
@@ -172,7 +174,7 @@ def _judge_into(rows: list[Any], name: str, judged: _Verdicts, force: bool, coun
     return bool(todo)
 
 
-def _rejudge_benign(folder: Path, record: ConfigurationRecord, answers: list[EvaluatedAnswer], judged: _Verdicts,
+def _rejudge_benign(folder: Path, record: EvaluationRecord, answers: list[EvaluatedAnswer], judged: _Verdicts,
                     force: bool, counts: dict[str, int]) -> None:
     """Refusal verdicts on the benign answers, the reference's and the answers to harmful prompts, then the benign
     summary's refusal rates from them; only when the summary's refusal judge is not the current one."""

@@ -58,6 +58,7 @@ class EvaluatedAnswer(_Strict):
     answer: str
     decoding: dict[str, Any] = Field(description="the decoding settings and the evaluated weights' fingerprint")
     xstest_label: str | None = None
+    category: str | None = Field(None, description="the suite's category of the prompt (JailbreakBench, HarmBench)")
     verdicts: dict[str, StoredVerdict] = Field(default_factory=dict)
 
 
@@ -93,21 +94,36 @@ class CodeVersion(_Strict):
     stage_versions: dict[str, int] = Field(default_factory=dict)
 
 
-class ConfigurationRecord(_Strict):
-    """One configuration (a target and a recipe) in the bundle: its key, what it trained on, where its evidence is."""
+class EvaluationRecord(_Strict):
+    """One evaluated model: its training (none for SFT), its suites, and where its evidence is."""
+
+    seed: int | None = Field(None, description="the training seed, where a configuration trains with several")
+    models: dict[str, str] = Field(default_factory=dict, description="role -> weights fingerprint")
+    stage_keys: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] | None = None
+    safety: list[SuiteRecord] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict, description="evidence kind -> path inside the bundle")
+
+
+class ConfigurationRecord(EvaluationRecord):
+    """One configuration (a target and a recipe) in the bundle: its key, what it trained on, where its evidence is.
+    Its own evaluation is its first training seed's; ``seeds`` holds the other seeds' models, evaluated."""
 
     key: str = Field(description="the configuration's content key: what a resumed run compares")
     label: str
     base: str | None = None
     complete: bool = Field(False, description="every evaluation the config asks for is in the bundle")
     code: CodeVersion = Field(default_factory=CodeVersion)
-    models: dict[str, str] = Field(default_factory=dict, description="role -> weights fingerprint")
-    stage_keys: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] | None = None
-    training: dict[str, Any] | None = None
     debias: dict[str, Any] | None = None
-    safety: list[SuiteRecord] = Field(default_factory=list)
-    files: dict[str, str] = Field(default_factory=dict, description="evidence kind -> path inside the bundle")
+    seeds: list[EvaluationRecord] = Field(default_factory=list)
+
+    def evaluations(self) -> list[EvaluationRecord]:
+        """Every evaluated model of the configuration, its first seed's first."""
+        return [self, *self.seeds]
+
+    def all_files(self) -> list[str]:
+        return [path for evaluation in self.evaluations() for path in evaluation.files.values()]
 
 
 class JudgeRecord(_Strict):
@@ -124,6 +140,8 @@ class BundleManifest(_Strict):
     config: dict[str, Any]
     versions: dict[str, str] = Field(default_factory=dict)
     seed: int = 0
+    seeds: list[int] = Field(default_factory=list)
+    precision: dict[str, Any] | None = None
     n_training_prompts: int | None = None
     training_prompt_set: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from safepref.bundle.store import (
     BundleManifest,
     CodeVersion,
     ConfigurationRecord,
+    EvaluationRecord,
     JudgeRecord,
     check_writable,
     read_manifest,
@@ -79,7 +80,7 @@ class BundleWriter:
         record = self.manifest.targets.get(target, {}).get(recipe)
         if record is None or not record.complete or record.key != key:
             return None
-        return record if all((self.dir / path).is_file() for path in record.files.values()) else None
+        return record if all((self.dir / path).is_file() for path in record.all_files()) else None
 
     # ------------------------------------------------------------------------------------------ writing
 
@@ -91,19 +92,32 @@ class BundleWriter:
 
     def record(self, target: str, recipe: str, *, key: str, label: str, entry: dict[str, Any], complete: bool,
                models: dict[str, str], stage_keys: dict[str, Any]) -> ConfigurationRecord | None:
-        """Export what a run manifest entry names (the stages finished so far) as this configuration's evidence.
-        Returns the record now in the manifest, or None when a complete record under another key stays there
-        until this one is complete."""
+        """Export what a run manifest entry names (the stages finished so far; each further seed's evaluation under
+        ``entry["seeds"]`` with its ``models`` and ``stage_keys``) as this configuration's evidence. Returns the
+        record now in the manifest, or None when a complete record under another key stays there until this one
+        is complete."""
         current = self.manifest.targets.get(target, {}).get(recipe)
         if current is not None and current.complete and current.key == key:
             return current  # never rewritten by a run: its evidence is complete
         record = ConfigurationRecord(key=key, label=label, base=entry.get("base"), complete=complete,
                                      code=current_code(), models=models, stage_keys=stage_keys, data=entry.get("data"))
         if current is not None and current.key == key:  # an unfinished record: what it holds stays until redone
-            record.files, record.training, record.debias = dict(current.files), current.training, current.debias
-            record.safety, record.data = list(current.safety), record.data or current.data
+            record = current.model_copy(deep=True, update={"complete": complete, "code": record.code,
+                                                           "models": models, "stage_keys": stage_keys,
+                                                           "data": record.data or current.data})
         stem = f"{slug(target)}/{slug(recipe)}-{key}"
-        self._export(record, entry, stem)
+        fingerprints = judge_fingerprints(["harm", "keyword", "classifier", "llm", "refusal", "refusal-rules"])
+        self._export_pairs(record, entry, stem, fingerprints)
+        seeds = entry.get("seeds") or []
+        record.seed = seeds[0]["seed"] if seeds else None
+        self._export_evaluation(record, entry, stem, fingerprints)
+        for evaluation in seeds[1:]:
+            found = next((s for s in record.seeds if s.seed == evaluation["seed"]), None)
+            if found is None:
+                found = EvaluationRecord(seed=evaluation["seed"])
+                record.seeds.append(found)
+            found.models, found.stage_keys = evaluation.get("models") or {}, evaluation.get("stage_keys") or {}
+            self._export_evaluation(found, evaluation, f"{stem}-seed{evaluation['seed']}", fingerprints)
         replaces_complete = current is not None and current.complete and current.key != key
         if replaces_complete and not complete:
             self._pending[(target, recipe)] = record
@@ -126,34 +140,41 @@ class BundleWriter:
                 current = self.manifest.targets.get(target, {}).get(recipe)
                 if current is not None and current.complete and (current.key == record.key or not record.complete):
                     continue
-                for path in record.files.values():
+                for path in record.all_files():
                     _copy(source_dir / path, self.dir / path)
                 self.manifest.targets.setdefault(target, {})[recipe] = record
         self.manifest.config = source.config
-        self.manifest.versions, self.manifest.seed = source.versions, source.seed
+        self.manifest.versions, self.manifest.seed, self.manifest.seeds = source.versions, source.seed, source.seeds
+        self.manifest.precision = source.precision
         self.manifest.n_training_prompts = source.n_training_prompts
         self.manifest.training_prompt_set = source.training_prompt_set
         self.manifest.timings = {**self.manifest.timings, **source.timings}
         self.manifest.judges = {**self.manifest.judges, **source.judges}
         self.finish()
 
-    def _export(self, record: ConfigurationRecord, entry: dict[str, Any], stem: str) -> None:
-        fingerprints = judge_fingerprints(["harm", "keyword", "classifier", "llm", "refusal", "refusal-rules"])
+    def _export_pairs(self, record: ConfigurationRecord, entry: dict[str, Any], stem: str,
+                      fingerprints: dict[str, str | None]) -> None:
+        """What a trained configuration's seeds share: its pairs, the debias counts, the audit."""
         if evidence.finished(entry.get("pairs")):
             self._rows(record, "pairs", stem, evidence.pairs_rows(entry["pairs"]))
         if evidence.finished(entry.get("debias")):
             record.debias = evidence.debias_counts(entry["debias"])
+        if evidence.finished(entry.get("audit")):
+            self._json(record, "audit", stem, evidence.audit_evidence(entry["audit"], fingerprints))
+
+    def _export_evaluation(self, record: EvaluationRecord, entry: dict[str, Any], stem: str,
+                           fingerprints: dict[str, str | None]) -> None:
+        """One evaluated model: its training log, its answers with their verdicts, benign answers, lm-eval."""
         training = entry.get("training")
         if training and evidence.finished(training.get("summary")):
             record.training = evidence.training_evidence(training["summary"])
             self._rows(record, "training_log", stem, evidence.training_log(training["dynamics"]))
-        if evidence.finished(entry.get("audit")):
-            self._json(record, "audit", stem, evidence.audit_evidence(entry["audit"], fingerprints))
         safety = [path for path in entry.get("safety") or [] if evidence.finished(path)]
         if safety:
+            keys = (record.stage_keys.get("safety") or []) + [""] * len(safety)
             record.safety, answers = [], []
-            for path, key in zip(safety, entry.get("safety_keys") or [None] * len(safety), strict=True):
-                suite, rows = evidence.safety_evidence(path, key or "", fingerprints)
+            for path, key in zip(safety, keys, strict=False):
+                suite, rows = evidence.safety_evidence(path, key, fingerprints)
                 record.safety.append(suite)
                 answers += rows
             self._rows(record, "safety", stem, answers)
@@ -169,11 +190,11 @@ class BundleWriter:
         folder, suffix = KINDS[kind]
         return f"{folder}/{stem}{suffix}"
 
-    def _rows(self, record: ConfigurationRecord, kind: str, stem: str, rows: list[Any]) -> None:
+    def _rows(self, record: EvaluationRecord, kind: str, stem: str, rows: list[Any]) -> None:
         record.files[kind] = self._path(kind, stem)
         write_rows(self.dir / record.files[kind], rows)
 
-    def _json(self, record: ConfigurationRecord, kind: str, stem: str, data: dict[str, Any]) -> None:
+    def _json(self, record: EvaluationRecord, kind: str, stem: str, data: dict[str, Any]) -> None:
         record.files[kind] = self._path(kind, stem)
         write_json(self.dir / record.files[kind], data)
 
@@ -204,8 +225,8 @@ def _copy(source: Path, destination: Path) -> None:
 def prune(folder: Path, manifest: BundleManifest, extra: list[ConfigurationRecord] = ()) -> list[Path]:
     """Delete the evidence files under ``folder`` that no record names; returns them."""
     named = {folder / path for configurations in manifest.targets.values() for record in configurations.values()
-             for path in record.files.values()}
-    named |= {folder / path for record in extra for path in record.files.values()}
+             for path in record.all_files()}
+    named |= {folder / path for record in extra for path in record.all_files()}
     removed = []
     for name in EVIDENCE_FOLDERS:
         for path in sorted((folder / name).rglob("*")) if (folder / name).is_dir() else []:

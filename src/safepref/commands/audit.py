@@ -14,6 +14,7 @@ from safepref.audit import AuditConfig, audit_pairs, resolve_pairs
 from safepref.commands import print_table
 from safepref.core.device import DEVICE_HELP, DTYPE_HELP, check_device, check_dtype
 from safepref.core.errors import input_error_from
+from safepref.pairs.diagnostics import DIAGNOSTICS_HELP, diagnostics_judges
 
 
 def register(app: typer.Typer) -> None:
@@ -32,13 +33,18 @@ def register(app: typer.Typer) -> None:
                                               "features (default: 8 on the CPU, 64 on a GPU)."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+        diagnostics_judge: str = typer.Option("fast", "--diagnostics-judge", help=DIAGNOSTICS_HELP),
+        diagnostics_pairs: int = typer.Option(1000, "--diagnostics-pairs", help="Most pairs the diagnostics judge "
+                                              "(a seeded sample beyond that; the shares' intervals say its n)."),
     ) -> None:
         """Probe whether a linear classifier tells chosen from rejected (grouped k-fold CV, shuffled-label control,
         per-cue accuracies), and write a summary, PCA plots and a plain-language verdict."""
 
+        diagnostics_judges(diagnostics_judge)  # an unknown choice fails naming the choices
         try:
             config = AuditConfig(features=features, folds=folds, seed=seed, batch_size=batch_size,
-                                 device=check_device(device), dtype=check_dtype(dtype))
+                                 device=check_device(device), dtype=check_dtype(dtype),
+                                 diagnostics_judge=diagnostics_judge, diagnostics_pairs=diagnostics_pairs)
         except ValidationError as error:
             raise input_error_from(error) from None
         records = resolve_pairs(pairs)

@@ -12,7 +12,7 @@ from safepref.core.errors import InputError
 from safepref.core.io import read_records
 from safepref.core.records import Score
 from safepref.pairs.build import BuildConfig, BuildSummary, build_pairs, read_responses, summary_path, write_pairs
-from safepref.pairs.diagnostics import diagnostics_line, pair_diagnostics
+from safepref.pairs.diagnostics import DIAGNOSTICS_HELP, diagnostics_judges, diagnostics_line, run_pair_diagnostics
 from safepref.pairs.recipes import load_recipe
 
 
@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
         reward_model: str = typer.Option(None, "--reward-model",
                                          help="Use this reward model's scores (needed if --scores holds several)."),
         as_json: bool = typer.Option(False, "--json", help="Print the build summary as one JSON object on stdout."),
+        diagnostics_judge: str = typer.Option("fast", "--diagnostics-judge", help=DIAGNOSTICS_HELP),
     ) -> None:
         """Build preference pairs from cached responses by a recipe (nothing is generated)."""
+        diagnostics_judges(diagnostics_judge)  # an unknown choice fails before any work
 
         parsed = load_recipe(recipe)
         rows = read_responses(responses)
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
         pairs = build_pairs(parsed, rows, score_rows, target, config, summary=summary)
         if not pairs:
             raise InputError(f"recipe '{parsed.name}' built no pairs ({summary.model_dump_json()})")
-        summary.diagnostics = pair_diagnostics(pairs)
+        summary.diagnostics = run_pair_diagnostics(pairs, diagnostics_judge)
         write_pairs(pairs, out, summary, [*responses, *(scores or [])])
         if as_json:
             print(json.dumps({**summary.model_dump(), "out": str(out)}))
@@ -54,4 +56,5 @@ def register(app: typer.Typer) -> None:
                 f"{summary.pairs} pairs ({parsed.name}) -> {out}; dropped {summary.dropped_identical} identical, "
                 f"{summary.dropped_empty} empty; skipped {summary.skipped_missing_source} lacking a source "
                 f"(summary: {summary_path(out)})", highlight=False)
-            console.print(f"pairs: {diagnostics_line(summary.diagnostics)}", highlight=False)
+            if summary.diagnostics:
+                console.print(f"pairs: {diagnostics_line(summary.diagnostics)}", highlight=False)

@@ -15,7 +15,7 @@ from safepref.judges.head import shipped_head_path
 def register(app: typer.Typer) -> None:
     @app.command("judge-train", epilog="Example: safepref judge-train harm --out my-harm-head")
     def judge_train(
-        judge: str = typer.Argument(..., help="harm | refusal"),
+        judge: str = typer.Argument(..., help="harm | refusal | harm-fast | refusal-fast (no LM read)"),
         out: Path = typer.Option(None, "--out", help="folder for <judge>.npz, .json and MODEL_CARD_<judge>.md "
                                                      "(default: the package's judges/heads, replacing the shipped head)"),
         folds: bool = typer.Option(True, "--folds/--no-folds", help="validate leave-one-source-out first"),

@@ -9,9 +9,18 @@ import typer
 from rich.console import Console
 
 from safepref.bundle import is_bundle
+from safepref.core.errors import InputError
 from safepref.report import write_report
 from safepref.runner.export import export_run
 from safepref.runner.run import run_experiment
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; anything else is an input error naming the option."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, got '{text}'") from None
 
 
 def run_bundle(run_dir: Path) -> Path:
@@ -23,17 +32,20 @@ def run_bundle(run_dir: Path) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run", epilog="Example: safepref run configs/quick.yaml --bundle results/quick")
+    @app.command("run", epilog="Example: safepref run configs/quick.yaml --run-dir runs/quick --bundle results/quick")
     def run(
         config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
         run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default runs/<name>); rerun to resume."),
+        seeds: str = typer.Option(None, "--seeds", help="Training seeds, comma-separated (e.g. 0,1,2): each "
+                                                        "configuration trains and is evaluated once per seed; "
+                                                        "replaces the config's `seeds`."),
         bundle: Path = typer.Option(None, "--bundle", help="Bundle folder for the run's evidence (default "
                                     "RUN_DIR/bundle), e.g. results/<name> to commit it. A configuration it already "
                                     "holds under the same key is not trained or evaluated again."),
     ) -> None:
         """Run a whole experiment grid: generate, score, build, audit, train, evaluate, report."""
 
-        paths = run_experiment(config, run_dir, bundle)
+        paths = run_experiment(config, run_dir, seeds=parse_seeds(seeds) if seeds else None, bundle_dir=bundle)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
     @app.command("report", epilog="Example: safepref report results/quick --markdown")

@@ -53,8 +53,9 @@ def register(app: typer.Typer) -> None:
                  "--suite advbench --limit 50 --out safety-sft")
     def eval_safety(
         model: str = typer.Option(..., "--model", help="registry name, HF folder/id, or openai:<model>"),
-        suite: str = typer.Option("advbench", "--suite", help="advbench | xstest | path.csv:column"),
-        attack: str = typer.Option("none", "--attack", help="comma-separated attacks (see registry/attacks.yaml)"),
+        suite: str = typer.Option("advbench", "--suite", help="advbench | jbb | harmbench | xstest | path.csv:column"),
+        attack: str = typer.Option("none", "--attack", help="comma-separated attacks (see registry/attacks.yaml; "
+                                                            "jbb-attacks:METHOD with --suite jbb)"),
         judge_names: str = typer.Option("harm,keyword", "--judge", help="comma-separated judges"),
         out: Path = typer.Option(..., "--out", help="run folder (resumable)"),
         limit: int = typer.Option(None, "--limit", help="first N prompts of the suite (advbench default: 100)"),

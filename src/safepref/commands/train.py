@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from safepref.core.device import DEVICE_HELP, check_device
+from safepref.core.device import DEVICE_HELP, check_device, check_dtype
 from safepref.core.errors import InputError, input_error_from
 from safepref.training.dpo import DPOTrainingConfig, train_dpo
 
@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Under accelerate launch, accelerate "
                                    "places each process."),
+        dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 mixed precision over float32 weights on a "
+                                  "CPU where the device policy measured it faster, else float32; --bf16 on GPUs), "
+                                  "float32 or bfloat16 (mixed precision)."),
         config_file: Path = typer.Option(None, "--config", help="JSON file of training settings (DPOTrainingConfig "
                                          "fields; how `safepref run` hands its settings to accelerate launch). "
                                          "Replaces the training options above."),
@@ -65,7 +68,8 @@ def register(app: typer.Typer) -> None:
             gradient_checkpointing=gradient_checkpointing, precompute_ref_log_probs=precompute_ref,
             group_by_length=group_by_length, save_steps=save_steps, keep_checkpoints=keep_checkpoints,
             weighting=weighting, ld_alpha=ld_alpha)
-        result = train_dpo(model, pairs, out, config, force=force, device=check_device(device))
+        result = train_dpo(model, pairs, out, config, force=force, device=check_device(device),
+                           dtype=check_dtype(dtype))
         _report(result, out, as_json)
 
 

@@ -30,7 +30,7 @@ def prompt_id(text: str) -> str:
 @dataclass(frozen=True)
 class BundledDataset:
     name: str
-    kind: str  # prompts | pairs | responses | labelled | templates | task
+    kind: str  # prompts | pairs | responses | labelled | templates | task | attack-prompts
     files: tuple[str, ...]  # relative to the bundled data folder
     license: str
     source: str
@@ -73,6 +73,43 @@ def _advbench(paths: list[Path]) -> list[Prompt]:
         Prompt(id=f"advbench-{i}", text=row["goal"], dataset="advbench", meta={"target": row.get("target", "")})
         for i, (_, row) in enumerate(iter_csv(paths[0], required=("goal",)))
     ]
+
+
+def _jailbreakbench(paths: list[Path]) -> list[Prompt]:
+    """JBB-Behaviors: the goal is the request; behaviour and category travel in the metadata."""
+    return [
+        Prompt(id=f"jbb-{row['index']}", text=row["goal"], dataset="jbb",
+               meta={"category": row["category"], "behavior": row["behavior"]})
+        for _, row in iter_csv(paths[0], required=("index", "goal", "behavior", "category"))
+    ]
+
+
+HARMBENCH_FUNCTIONAL = "standard"  # copyright rows ask for lyrics and passages; contextual ones need their context
+
+
+def _harmbench(paths: list[Path]) -> list[Prompt]:
+    """HarmBench's standard text behaviours (200 of 400 rows), the semantic category in the metadata."""
+    required = ("Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID")
+    return [
+        Prompt(id=f"harmbench-{row['BehaviorID']}", text=row["Behavior"], dataset="harmbench",
+               meta={"category": row["SemanticCategory"], "behavior_id": row["BehaviorID"]})
+        for _, row in iter_csv(paths[0], required=required) if row["FunctionalCategory"] == HARMBENCH_FUNCTIONAL
+    ]
+
+
+def _jailbreakbench_attacks(paths: list[Path]) -> list[Prompt]:
+    """JailbreakBench's attack prompts, one per behaviour, attack method and model it was optimised against; the
+    id names the behaviour (``jbb-<index>``), the method and the source model."""
+    prompts = []
+    for line, row in iter_jsonl(paths[0]):
+        for field in ("index", "goal", "method", "source_model", "prompt"):
+            if row.get(field) in (None, ""):
+                raise InputError("missing field", path=paths[0], line=line, field=field)
+        prompts.append(Prompt(id=f"jbb-{row['index']}|{row['method']}@{row['source_model']}", text=row["prompt"],
+                              dataset="jbb-attacks",
+                              meta={"behavior_id": f"jbb-{row['index']}", "goal": row["goal"],
+                                    "method": row["method"], "source_model": row["source_model"]}))
+    return prompts
 
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -213,6 +250,15 @@ REGISTRY: dict[str, BundledDataset] = {
                        "GPT-4o answers to 180 of the SafeRLHF prompts", _gpt4o_answers),
         BundledDataset("advbench", "prompts", ("advbench/harmful_behaviors.csv",), "MIT", "llm-attacks/llm-attacks",
                        "harmful behaviours (the paper evaluates the first 100)", _advbench),
+        BundledDataset("jbb", "prompts", ("jailbreakbench/behaviors.csv",), "MIT", "JailbreakBench/artifacts",
+                       "JBB-Behaviors: 100 harmful behaviours in 10 categories", _jailbreakbench),
+        BundledDataset("harmbench", "prompts", ("harmbench/harmbench_behaviors_text_all.csv",), "MIT",
+                       "centerforaisafety/HarmBench (via AdversariaLLM)",
+                       "HarmBench's 200 standard text behaviours in 6 semantic categories", _harmbench),
+        BundledDataset("jbb-attack-prompts", "attack-prompts", ("jailbreakbench/attack_prompts.jsonl.gz",), "MIT",
+                       "JailbreakBench/artifacts",
+                       "1,437 jailbreak prompts for the JBB behaviours (GCG, JailbreakChat, PAIR, random search), "
+                       "optimised against four other models", _jailbreakbench_attacks),
         BundledDataset("hh-harmless", "pairs", ("hh-rlhf-harmless-test/harmless-base-test.jsonl.gz",), "MIT",
                        "anthropics/hh-rlhf", "human harmlessness preferences (harmless-base test)", _hh_harmless),
         BundledDataset("gptfuzz-train", "labelled", ("gptfuzz/responses_labeled_train.csv", "gptfuzz/question_list.csv"),

@@ -32,15 +32,20 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, floa
 def paired_difference_interval(both: int, first_only: int, second_only: int, neither: int
                                ) -> tuple[float, float] | None:
     """95% interval of p1 - p2 for two proportions measured on the same n units (e.g. the chosen and the rejected
-    side of each pair): Newcombe's (1998) method 10, the hybrid score interval corrected for the correlation of
-    the two sides. Counts: units positive on both sides, on the first only, on the second only, on neither."""
+    side of each pair, or two models on the same prompts): Newcombe's (1998) method 10, the hybrid score interval
+    corrected for the correlation of the two sides. Counts: units positive on both sides, on the first only, on the
+    second only, on neither. The correlation is Newcombe's continuity-corrected phi: its numerator
+    both*neither - first_only*second_only loses n/2 when above n/2, counts as 0 between 0 and n/2, and stays as
+    it is when negative."""
     n = both + first_only + second_only + neither
     first, second = wilson_interval(both + first_only, n), wilson_interval(both + second_only, n)
     if first is None or second is None:
         return None
     p1, p2 = (both + first_only) / n, (both + second_only) / n
     margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
-    phi = (both * neither - first_only * second_only) / math.sqrt(margins) if margins else 0.0
+    association = both * neither - first_only * second_only
+    corrected = association - n / 2 if association > n / 2 else (0.0 if association >= 0 else association)
+    phi = corrected / math.sqrt(margins) if margins else 0.0
     below = (p1 - first[0]) ** 2 - 2 * phi * (p1 - first[0]) * (second[1] - p2) + (second[1] - p2) ** 2
     above = (first[1] - p1) ** 2 - 2 * phi * (first[1] - p1) * (p2 - second[0]) + (p2 - second[0]) ** 2
     difference = p1 - p2

@@ -79,8 +79,9 @@ def distinct_2(answers: Sequence[str]) -> float | None:
 
 
 def answer_quality(prompts: Sequence[str], answers: Sequence[str],
-                   count_tokens: Callable[[str], int]) -> dict[str, Any]:
-    """n, mean and median tokens, distinct-2, restatement rate and refusal rate (rates with 95% Wilson CIs)."""
+                   count_tokens: Callable[[str], int], judge_dtype: str = "auto") -> dict[str, Any]:
+    """n, mean and median tokens, distinct-2, restatement rate and refusal rate (rates with 95% Wilson CIs);
+    ``judge_dtype``: the precision of the refusal judge's LM read (safepref.judges.hidden_states)."""
     if len(prompts) != len(answers):
         raise ValueError("one answer per prompt")
     n = len(answers)
@@ -88,7 +89,7 @@ def answer_quality(prompts: Sequence[str], answers: Sequence[str],
     restated = rate(sum(restates(p, a) for p, a in zip(prompts, answers, strict=True)), n)
     repeating = rate(sum(repeats_itself(a) for a in answers), n)
     rows = [JudgeInput(id=str(i), prompt=p, response=a) for i, (p, a) in enumerate(zip(prompts, answers, strict=True))]
-    refused = rate(sum(v.label for v in get_judge("refusal").judge(rows)), n)
+    refused = rate(sum(v.label for v in get_judge("refusal", dtype=judge_dtype).judge(rows)), n)
     return {
         "n": n,
         "mean_tokens": sum(lengths) / n if n else None,

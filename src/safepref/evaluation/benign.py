@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref.core.datasets import load_dataset, load_prompts
+from safepref.core.device import precision_key
 from safepref.core.errors import InputError, input_error_from
 from safepref.core.io import AppendLog, file_fingerprint, iter_jsonl, iter_table, write_json_atomic
 from safepref.core.keys import STAGE_VERSIONS, stage_key
@@ -113,7 +114,10 @@ def _generation(config: BenignEvalConfig):
 
 
 def answers_path(model: str, config: BenignEvalConfig, answers_dir: Path) -> Path:
-    key = stage_key("eval_benign", model_identity(model), _generation(config).settings())
+    generation = _generation(config)
+    precision = {} if model.startswith("openai:") else precision_key(
+        models.dtype_name_for(model, config.device, config.dtype, workload="generation"))
+    key = stage_key("eval_benign", model_identity(model), generation.settings(), *([precision] if precision else []))
     return answers_dir / f"answers-{slug(models.model_label(model))}-{key}.jsonl"
 
 
@@ -215,7 +219,7 @@ def _scores(responses: list[Response], config: BenignEvalConfig, path: Path) -> 
     return {r.prompt_id: by_id[r.id] for r in responses}
 
 
-def harmful_answer_quality(safety_dir: Path, count_tokens) -> dict[str, Any] | None:
+def harmful_answer_quality(safety_dir: Path, count_tokens, judge_dtype: str = "auto") -> dict[str, Any] | None:
     """Answer measures for an eval-safety folder's answers to harmful prompts (attack 'none'; XSTest: its unsafe
     prompts), or None when the folder has none."""
     summary_path = safety_dir / "summary.json"
@@ -233,7 +237,7 @@ def harmful_answer_quality(safety_dir: Path, count_tokens) -> dict[str, Any] | N
             if row["sample_index"] == GREEDY_INDEX and row["prompt_id"].removesuffix("|none") in judged]
     if not rows:
         return None
-    quality = answer_quality([r["prompt"] for r in rows], [r["text"] for r in rows], count_tokens)
+    quality = answer_quality([r["prompt"] for r in rows], [r["text"] for r in rows], count_tokens, judge_dtype)
     return {"suite": f"{summary['suite']}-unsafe" if xstest else summary["suite"], "attack": "none", **quality}
 
 
@@ -267,15 +271,17 @@ def evaluate_benign(model: str, config: BenignEvalConfig, out_dir: str | Path, *
 
     count_tokens = token_counter(model)
     text_of = {p.id: p.text for p in prompts}
-    quality = answer_quality([text_of[r.prompt_id] for r in answers], [r.text for r in answers], count_tokens)
+    quality = answer_quality([text_of[r.prompt_id] for r in answers], [r.text for r in answers], count_tokens,
+                             config.dtype)
     reference_quality = answer_quality([text_of[r.prompt_id] for r in reference_answers],
-                                       [r.text for r in reference_answers], count_tokens)
+                                       [r.text for r in reference_answers], count_tokens, config.dtype)
     pool_of = {p.id: p.dataset if p.dataset != "xstest" else XSTEST_SAFE for p in prompts}
     pools = {}
     for pool in dict.fromkeys(pool_of.values()):
         mine = [r for r in answers if pool_of[r.prompt_id] == pool]
-        pools[pool] = answer_quality([text_of[r.prompt_id] for r in mine], [r.text for r in mine], count_tokens)
-    harmful = [q for d in safety_dirs if (q := harmful_answer_quality(d, count_tokens))]
+        pools[pool] = answer_quality([text_of[r.prompt_id] for r in mine], [r.text for r in mine], count_tokens,
+                                     config.dtype)
+    harmful = [q for d in safety_dirs if (q := harmful_answer_quality(d, count_tokens, config.dtype))]
 
     summary = {
         "model": model, "reference": reference, "n": quality["n"],
@@ -295,9 +301,12 @@ def evaluate_benign(model: str, config: BenignEvalConfig, out_dir: str | Path, *
 
 
 def benign_key(model_fingerprint: str, reference_fingerprint: str, config: BenignEvalConfig,
-               safety_summaries: list[Path]) -> str:
-    """The benign evaluation's content key: the evaluated and reference weights, the settings, the safety summaries
-    whose harmful-prompt answers it measures, the refusal judge and the answer measures' version."""
+               safety_summaries: list[Path], answer_dtype: str = "float32") -> str:
+    """The benign evaluation's content key: the evaluated and reference weights, the settings, the precision the
+    answers are made in (``answer_dtype``, absent when float32), the safety summaries whose harmful-prompt answers it
+    measures, the refusal judge (with its LM read's precision) and the answer measures' version."""
+    precision = precision_key(answer_dtype)
     return stage_key("eval_benign", model_fingerprint, reference_fingerprint, config.key_dump(),
-                     [file_fingerprint(p) for p in safety_summaries], judge_fingerprints(["refusal"]),
+                     *([precision] if precision else []),
+                     [file_fingerprint(p) for p in safety_summaries], judge_fingerprints(["refusal"], config.dtype),
                      {"answer_measures": STAGE_VERSIONS["answer_quality"]})

@@ -6,7 +6,8 @@ with its ``hf`` model (HFLM) runs the task YAMLs in ``safepref/tasks/``, whose l
 files; this module only resolves the model, keys and caches the artifact, and adds a chance level per task.
 
 Artifact: ``<out_dir>/general.json`` with per-task leaderboard metric ± lm-eval's stderr, every metric, the
-chance level of a uniform random model on the same questions, the config, seed and library versions. It is keyed
+chance level of a uniform random model on the same questions, the metric per question (so that two models compare
+question by question), the config, seed and library versions. It is keyed
 by a fingerprint of the config and the model's files: a rerun with the same key returns the file without loading
 the model. Model log-likelihoods also go to lm-eval's request cache (keyed by the model alone), so an interrupted
 run, or a rerun with a larger limit, recomputes only what is missing.
@@ -230,7 +231,9 @@ def evaluate_general(model: str, config: GeneralEvalConfig, out_dir: str | Path,
     if results_path.is_file():
         with contextlib.suppress(json.JSONDecodeError, OSError):
             previous = json.loads(results_path.read_text())
-            if previous.get("key") == key:
+            # per-question scores feed the report's paired comparisons: a file from before they were kept is redone
+            # (lm-eval's request cache answers every log-likelihood it already computed)
+            if previous.get("key") == key and all("per_question" in t for t in previous.get("tasks", {}).values()):
                 return previous
 
     tasks = load_tasks(config.tasks)
@@ -264,7 +267,7 @@ def _run_lm_eval(resolved: ResolvedModel, placement: Any, tasks: dict[str, Any],
         output = simple_evaluate(
             model="hf", model_args=model_args, tasks=list(tasks.values()), num_fewshot=config.num_fewshot,
             batch_size=config.batch_size, device=str(placement.device), limit=config.limit, use_cache=str(request_cache),
-            log_samples=False, random_seed=config.seed, numpy_random_seed=config.seed,
+            log_samples=True, random_seed=config.seed, numpy_random_seed=config.seed,
             torch_random_seed=config.seed, fewshot_random_seed=config.seed,
             # Without a manager simple_evaluate builds lm-eval's default one, which indexes every bundled task.
             task_manager=_task_manager(metadata=dict(model_args)),
@@ -286,8 +289,16 @@ def _task_results(tasks: dict[str, Any], output: dict[str, Any], config: General
             "metric": main, "value": metrics[main]["value"], "stderr": metrics[main]["stderr"],
             "n": int(output["n-samples"][name]["effective"]), "num_fewshot": int(output["n-shot"][name]),
             "chance": chance_level(task, evaluated), "metrics": metrics,
+            "per_question": per_question_scores(output.get("samples", {}).get(name, []), main),
         }
     return per_task
+
+
+def per_question_scores(samples: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """Question id (lm-eval's doc id) -> the leaderboard metric on that question (0/1 for accuracies, a share for
+    TruthfulQA's mc2), from lm-eval's logged samples: two models evaluated on the same questions compare per
+    question."""
+    return {str(sample["doc_id"]): float(sample[metric]) for sample in samples if _number(sample.get(metric)) is not None}
 
 
 def _number(value: Any) -> float | None:

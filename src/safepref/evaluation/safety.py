@@ -5,7 +5,8 @@ Artifacts in the run folder:
   key hashes the model's weights fingerprint, the prompt texts and the decoding settings, so retrained weights, an
   edited suite file or a changed setting never reuse old answers; a changed judge list does);
 - ``verdicts.jsonl``: one row per prompt x attack x judge (label, score, raw reason);
-- ``summary.json``: ASR (n, rate, 95% Wilson interval) per attack x judge, mean llm score, unjudged counts,
+- ``summary.json``: ASR (n, rate, 95% Wilson interval) per attack x judge (and per category when the suite has
+  them: JailbreakBench's 10, HarmBench's 6), mean llm score, unjudged counts,
   pairwise agreement and Cohen's kappa between harmfulness judges, and XSTest's over-refusal rate.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from safepref.core.device import precision_key
 from safepref.core.io import write_json_atomic, write_jsonl_atomic
 from safepref.core.keys import stage_key
 from safepref.core.paths import slug
@@ -26,12 +28,13 @@ from safepref.evaluation.suites import Attack, load_suite, parse_attack_names
 from safepref.generation.generate import GenerationConfig, answer_identity, generate_responses
 from safepref.judges import JudgeInput, get_judge, judge_fingerprints, parse_judge_names
 
-HARM_JUDGES = ("harm", "keyword", "classifier", "llm")  # label 1 = jailbroken/harmful; "refusal" has the other polarity
+# label 1 = jailbroken/harmful; "refusal" has the other polarity
+HARM_JUDGES = ("harm", "keyword", "classifier", "llm", "harm-fast")
 
 
 class SafetyEvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    suite: str = Field("advbench", description="advbench | xstest | path.csv:column")
+    suite: str = Field("advbench", description="advbench | jbb | harmbench | xstest | path.csv:column")
     attacks: list[str] = Field(default_factory=lambda: ["none"], description="attack names (registry/attacks.yaml)")
     judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"],
                                description="judge names (harm: the headline ASR; keyword: the paper's)")
@@ -83,7 +86,7 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
     parse_judge_names(",".join(config.judges))
     xstest = _is_xstest(prompts)
     judge_names = list(dict.fromkeys([*config.judges, *(["refusal"] if xstest else [])]))
-    judges = {name: get_judge(name, judge_model=config.judge_model, base_url=config.base_url)
+    judges = {name: get_judge(name, judge_model=config.judge_model, base_url=config.base_url, dtype=config.dtype)
               for name in judge_names}
 
 
@@ -112,7 +115,9 @@ def evaluate_safety(model: str, config: SafetyEvalConfig, out_dir: str | Path,
                 verdict_rows.append({"attack": attack.name, **verdict.model_dump(mode="json"),
                                      "xstest_label": by_id[verdict.id].meta.get("label") if xstest else None})
     write_jsonl_atomic(out_dir / "verdicts.jsonl", verdict_rows)
-    summary = summarize_run(verdict_rows, attacks=[a.name for a in attacks], judges=judge_names, xstest=xstest)
+    categories = {p.id: p.meta["category"] for p in prompts if p.meta.get("category")}
+    summary = summarize_run(verdict_rows, attacks=[a.name for a in attacks], judges=judge_names, xstest=xstest,
+                            categories=categories)
     summary = {"model": model, "suite": config.suite, "n_prompts": len(prompts),
                "config": config.model_dump(mode="json"), "generation_key": generation_key, "answers": answer_files,
                **summary}
@@ -126,15 +131,16 @@ def answer_cache_key(identity: dict[str, Any], attacked: list[Prompt]) -> str:
 
 
 def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], judges: list[str],
-                  xstest: bool) -> dict[str, Any]:
-    """ASR per attack x judge, pairwise judge agreement, and (XSTest) over-refusal, from the verdict rows."""
+                  xstest: bool, categories: dict[str, str] | None = None) -> dict[str, Any]:
+    """ASR per attack x judge (and per category, for suites whose prompts carry one: JailbreakBench, HarmBench),
+    pairwise judge agreement, and (XSTest) over-refusal, from the verdict rows."""
     def rows_of(attack: str, judge: str, xstest_label: str | None = None) -> list[Verdict]:
         return [Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
                 for row in verdict_rows
                 if row["attack"] == attack and row["judge"] == judge
                 and (xstest_label is None or row["xstest_label"] == xstest_label)]
 
-    results, agreements, refusals = [], [], []
+    results, agreements, refusals, by_category = [], [], [], []
     for attack in attacks:
         harm_judges = [j for j in judges if j in HARM_JUDGES]
         for judge in harm_judges:
@@ -145,6 +151,11 @@ def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], jud
             if judge == "llm" and scores:
                 entry["mean_score"] = sum(scores) / len(scores)
             results.append(entry)
+            for category in sorted(set((categories or {}).values())):
+                mine = [v for v in verdicts if categories.get(v.id) == category]
+                decided = [v for v in mine if v.label is not None]
+                by_category.append({"attack": attack, "judge": judge, "category": category, **_asr(decided),
+                                    "unjudged": len(mine) - len(decided)})
         for first, second in combinations(harm_judges, 2):
             a = {v.id: v.label for v in rows_of(attack, first) if v.label is not None}
             b = {v.id: v.label for v in rows_of(attack, second) if v.label is not None}
@@ -161,6 +172,8 @@ def summarize_run(verdict_rows: list[dict[str, Any]], *, attacks: list[str], jud
                 refusals.append({"attack": attack, "measure": name, "n": refused["n"], "rate": refused["rate"],
                                  "ci95": refused["ci95"], **unjudged_counts(len(every), len(verdicts))})
     summary: dict[str, Any] = {"results": results, "judge_agreement": agreements}
+    if by_category:
+        summary["categories"] = by_category
     if refusals:
         summary["refusal"] = refusals
     return summary
@@ -183,7 +196,10 @@ def _asr(judged: list[Verdict]) -> dict[str, Any]:
     return {"n": measured["n"], "asr": measured["rate"], "asr_ci95": measured["ci95"]}
 
 
-def safety_key(model_fingerprint: str, config: SafetyEvalConfig) -> str:
-    """The safety evaluation's content key: the evaluated weights, the suite, attacks and decoding settings, and the
-    fingerprint of every judge asked for."""
-    return stage_key("eval_safety", model_fingerprint, config.key_dump(), judge_fingerprints(list(config.judges)))
+def safety_key(model_fingerprint: str, config: SafetyEvalConfig, answer_dtype: str = "float32") -> str:
+    """The safety evaluation's content key: the evaluated weights, the suite, attacks and decoding settings, the
+    precision the answers are made in (``answer_dtype``, ``models.loading.dtype_name_for`` for generation; absent when float32)
+    and the fingerprint of every judge asked for (with the precision of its LM read)."""
+    return stage_key("eval_safety", model_fingerprint, config.key_dump(), *([precision_key(answer_dtype)]
+                                                                            if answer_dtype != "float32" else []),
+                     judge_fingerprints(list(config.judges), config.dtype))

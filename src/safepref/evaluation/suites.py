@@ -106,7 +106,8 @@ class Attack:
         registry = attack_registry()
         base, arg = _split(name)
         if base not in registry:
-            raise InputError(f"unknown attack '{name}' (known: {', '.join(registry)}; template:NAME, fewshot:N)")
+            raise InputError(f"unknown attack '{name}' (known: {', '.join(registry)}; template:NAME, fewshot:N, "
+                             "jbb-attacks:METHOD)")
         self.name = name
         self.entry = registry[base]
         self.kind = self.entry["kind"]
@@ -127,9 +128,21 @@ class Attack:
             except ValueError:
                 raise InputError(f"fewshot needs a number of demonstrations: fewshot:N, got '{name}'") from None
             self.demonstrations = fewshot_demonstrations(shots)
+        elif self.kind == "transfer":
+            method, self.transfer = transfer_prompts(base, arg, self.entry)  # suite prompt id -> attack prompt
+            self.name = f"{base}:{method}" + (f"@{arg.partition('@')[2]}" if "@" in (arg or "") else "")
+            self.transfer_by_request = {p.text.strip(): self.transfer[p.id]
+                                        for p in load_dataset(self.entry["suite"]) if p.id in self.transfer}
 
     def check_disjoint(self, prompts: list[Prompt]) -> None:
-        """Few-shot demonstrations must never be among the evaluated prompts."""
+        """Few-shot demonstrations must never be among the evaluated prompts; a transfer attack must have recorded
+        prompts for the evaluated behaviours."""
+        if self.kind == "transfer":
+            suite = self.entry["suite"]
+            if any(p.dataset != suite for p in prompts):
+                raise InputError(f"attack '{self.name}' has recorded prompts for the behaviours of the suite "
+                                 f"{suite} only: evaluate it with --suite {suite}")
+            return
         if self.kind != "fewshot":
             return
         demo_texts = {d.text.strip() for d in self.demonstrations}
@@ -139,6 +152,10 @@ class Attack:
                              f"({', '.join(overlap[:3])}); use fewer shots or fewer prompts")
 
     def apply(self, request: str) -> str:
+        if self.kind == "transfer":
+            if request.strip() not in self.transfer_by_request:
+                raise InputError(f"attack '{self.name}' has no recorded prompt for this request")
+            return self.transfer_by_request[request.strip()]
         if self.kind == "format":
             return self.entry["template"].replace("{prompt}", request)
         if self.kind == "template":
@@ -148,7 +165,32 @@ class Attack:
         return "\n\n".join([*shots, alpaca.replace("{prompt}", request)])
 
     def attacked_prompts(self, prompts: list[Prompt]) -> list[Prompt]:
+        """The attacked user turn per prompt; a transfer attack leaves out the behaviours it has no prompt for."""
         self.check_disjoint(prompts)
-        return [Prompt(id=f"{p.id}|{self.name}", text=self.apply(p.text), dataset=p.dataset,
+        if self.kind == "transfer":
+            prompts = [p for p in prompts if p.id in self.transfer]
+        return [Prompt(id=f"{p.id}|{self.name}",
+                       text=self.transfer[p.id] if self.kind == "transfer" else self.apply(p.text), dataset=p.dataset,
                        meta={**p.meta, "attack": self.name, "request": p.text, "suite_prompt_id": p.id})
                 for p in prompts]
+
+
+def transfer_prompts(base: str, arg: str | None, entry: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The method's own spelling, and suite prompt id -> the recorded attack prompt, for ``METHOD[@SOURCE_MODEL]``
+    of a transfer attack's dataset (matched by behaviour id: a few recorded goals are worded slightly differently
+    from the suite's)."""
+    records = load_dataset(entry["dataset"])
+    combinations = sorted({(r.meta["method"], r.meta["source_model"]) for r in records})
+    methods = sorted({method for method, _ in combinations})
+    if not arg:
+        raise InputError(f"attack '{base}' needs a method: {base}:METHOD[@SOURCE_MODEL] (methods: {', '.join(methods)})")
+    method, _, source = arg.partition("@")
+    method = next((m for m in methods if m.lower() == method.lower()), method)
+    source = source or entry["default_source"]
+    chosen = {r.meta["behavior_id"]: r.text for r in records
+              if r.meta["method"] == method and r.meta["source_model"] == source}
+    if not chosen:
+        known = ", ".join(f"{m}@{s}" for m, s in combinations)
+        raise InputError(f"attack '{base}:{arg}': no recorded prompts for method {method} against {source} "
+                         f"(known: {known})")
+    return method, chosen

@@ -45,4 +45,9 @@ def answers_to_reuse(log: AppendLog, prompts: Sequence[Prompt], source: str, ide
 
 def _differences(row: dict[str, Any], identity: dict[str, Any] | None) -> list[str]:
     made_with = row.get("generation") or {}
-    return [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in (identity or {}).items() if made_with.get(k) != v]
+    found = [f"{k} {made_with.get(k)!r} there, {v!r} now" for k, v in (identity or {}).items() if made_with.get(k) != v]
+    # an identity leaves float32 out (keys made before precision was keyed stay valid), while every row made by a
+    # local model records its precision: a float32 call must not reuse rows made in another one
+    if identity is not None and "dtype" not in identity and made_with.get("dtype", "float32") != "float32":
+        found.append(f"dtype {made_with['dtype']!r} there, 'float32' now")
+    return found

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref.core.datasets import load_dataset, prompt_id
+from safepref.core.device import precision_key
 from safepref.core.errors import InputError
 from safepref.core.io import AppendLog
 from safepref.core.keys import stage_key
@@ -128,7 +129,7 @@ def generate_responses(prompts: Sequence[Prompt], source: str, out_path: str | P
 
 
 def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
-    """What an answer is a function of, besides its prompt: decoding settings, backend and the model's weights.
+    """What an answer is a function of besides its prompt: decoding settings, backend, weights, ``dtype`` (not float32).
 
     Recorded on every generated row; a file whose rows disagree is never resumed into. ``num_samples`` is left out:
     each row has its own seed, so answer i is the same whether 3 or 5 were asked for.
@@ -136,7 +137,9 @@ def answer_identity(source: str, config: GenerationConfig) -> dict[str, Any]:
     settings = {k: v for k, v in config.settings().items() if k != "num_samples"}
     backend = "openai" if source.startswith("openai:") else (None if config.backend == "transformers" else
                                                                config.backend)
-    return {**settings, "backend": backend, "weights": models.weights_fingerprint(source)}
+    precision = {} if backend == "openai" else precision_key(
+        models.dtype_name_for(source, config.device, config.dtype, workload="generation"))
+    return {**settings, "backend": backend, "weights": models.weights_fingerprint(source), **precision}
 
 
 def _row_key(row: dict[str, Any]) -> str:
@@ -224,7 +227,7 @@ def _transformers_batches(prompts: Sequence[Prompt], source: str, config: Genera
     )
 
     tokenizer = models.load_tokenizer(source)
-    model = models.load_model(source, device=config.device, dtype=config.dtype)
+    model = models.load_model(source, device=config.device, dtype=config.dtype, workload="generation")
     engine = choose_engine(config.engine, model.device)
     chat = _uses_chat_template(source, tokenizer)
     stops = tuple(config.stop) + (() if chat else COMPLETION_STOPS)
@@ -343,7 +346,7 @@ def _vllm_engine(source: str, config: GenerationConfig):
     path = models.resolve_model_path(source)
     if models.is_adapter(path):
         path = str(models.merged_adapter_dir(path))  # vLLM loads whole models: merge the LoRA adapter once
-    dtype = models.placement_for(path, config.device, config.dtype).dtype_name
+    dtype = models.placement_for(path, config.device, config.dtype, workload="generation").dtype_name
     key = (path, dtype, config.seed)
     if key not in _VLLM_ENGINES:
         release_engines()

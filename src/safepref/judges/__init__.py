@@ -8,6 +8,7 @@
 | llm | harmful | Qi et al. 2023's 1-5 rubric through an OpenAI-compatible endpoint; label 1 = score 5 |
 | refusal | refusal | a head trained here on XSTest's human labels, OR the rules below (card: heads/MODEL_CARD_refusal.md) |
 | refusal-rules | refusal | XSTest's refusal prefixes plus early refusal expressions |
+| harm-fast, refusal-fast | as harm, refusal | the same heads without the LM read (heads/MODEL_CARD_*-fast.md) |
 
 ``run_judge`` is the entry of ``safepref judge``: read rows, judge, summarise (rate with a Wilson interval, and
 agreement with the rows' own labels when they have them).
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import yaml
 
 from safepref.core.datasets import REGISTRY, load_dataset
+from safepref.core.device import precision_key, resolve_placement
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, iter_table, write_jsonl_atomic
 from safepref.core.keys import content_key
@@ -62,9 +64,9 @@ def _classifier(**_: Any) -> Judge:
     return ClassifierJudge()
 
 
-def _refusal(**_: Any) -> Judge:
+def _refusal(dtype: str = "auto", **_: Any) -> Judge:
 
-    return TrainedJudge("refusal")
+    return TrainedJudge("refusal", dtype=dtype)
 
 
 def _refusal_rules(**_: Any) -> Judge:
@@ -72,9 +74,19 @@ def _refusal_rules(**_: Any) -> Judge:
     return RefusalJudge()
 
 
-def _harm(**_: Any) -> Judge:
+def _harm(dtype: str = "auto", **_: Any) -> Judge:
 
-    return TrainedJudge("harm")
+    return TrainedJudge("harm", dtype=dtype)
+
+
+def _harm_fast(dtype: str = "auto", **_: Any) -> Judge:
+
+    return TrainedJudge("harm-fast", dtype=dtype)
+
+
+def _refusal_fast(dtype: str = "auto", **_: Any) -> Judge:
+
+    return TrainedJudge("refusal-fast", dtype=dtype)
 
 
 def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) -> Judge:
@@ -85,20 +97,32 @@ def _llm(judge_model: str | None = None, base_url: str | None = None, **_: Any) 
 
 
 JUDGES: dict[str, Callable[..., Judge]] = {"harm": _harm, "keyword": _keyword, "classifier": _classifier,
-                                           "llm": _llm, "refusal": _refusal, "refusal-rules": _refusal_rules}
-OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules")
+                                           "llm": _llm, "refusal": _refusal, "refusal-rules": _refusal_rules,
+                                           "harm-fast": _harm_fast, "refusal-fast": _refusal_fast}
+OFFLINE_JUDGES = ("harm", "keyword", "classifier", "refusal", "refusal-rules", "harm-fast", "refusal-fast")
+TRAINED_HEADS = ("harm", "refusal", "harm-fast", "refusal-fast")
 
 
-def judge_fingerprints(names: list[str]) -> dict[str, str | None]:
+def judge_fingerprints(names: list[str], dtype: str = "auto") -> dict[str, str | None]:
     """What each judge decides from, for the content keys of stages whose results a judge decides: a rule judge's
-    phrase list; a trained judge's shipped head and both phrase lists (its refusal flags read them). None: nothing
-    shipped to fingerprint. Retraining a head or editing a list makes a resumed run judge again."""
+    phrase list; a trained judge's shipped head and both phrase lists (its refusal flags read them), and the
+    precision of its LM read when that is not float32 (``dtype``: as given to the judge, see judges.hidden_states).
+    None: nothing shipped to fingerprint. Retraining a head or editing a list makes a resumed run judge again."""
 
     phrases = {"keyword": content_key(keyword_phrases()), "refusal-rules": content_key(refusal_phrases())}
-    heads = {name: shipped_head_path(name) for name in ("harm", "refusal")}
-    found = {**phrases, **{name: content_key(file_fingerprint(path), phrases) for name, path in heads.items()
-                           if path.is_file()}}
+    heads = {name: shipped_head_path(name) for name in TRAINED_HEADS if name in names}
+    found = {**phrases, **{name: content_key(file_fingerprint(path), phrases, *_read_precision(name, dtype))
+                           for name, path in heads.items() if path.is_file()}}
     return {name: found.get(name) for name in names}
+
+
+def _read_precision(name: str, dtype: str) -> list[dict[str, str]]:
+    """[] for a head without an LM read or one read in float32 (the keys of float32 reads stay as they were), else
+    [{"dtype": name}]: the precision its LM read runs in (on the CPU, as the judges do)."""
+    if not shipped_card(name).get("config", {}).get("features", {}).get("lm"):
+        return []
+    precision = precision_key(resolve_placement("cpu", dtype, workload="lm_read").dtype_name)
+    return [precision] if precision else []
 
 
 def get_judge(name: str, **options: Any) -> Judge:
@@ -217,7 +241,7 @@ def measured_agreement(name: str) -> dict[str, Any] | None:
     """How far the judge agrees with human labels on data it never trained on: ``agreement``, ``n``, ``kappa``
     and ``on`` (where measured). From the trained head's card (harm, refusal), else from
     ``registry/judge_agreement.yaml``; None when never measured (llm: depends on the endpoint)."""
-    summary = shipped_card(name).get("summary") if name in ("harm", "refusal") else None
+    summary = shipped_card(name).get("summary") if name in TRAINED_HEADS else None
     if summary:
         return {"agreement": summary["pooled_agreement"], "n": summary["n"], "kappa": summary["mean_fold_kappa"],
                 "lowest_source": summary["min_fold_agreement"],

@@ -161,7 +161,8 @@ class Embedder:
     """MiniLM sentence embeddings of text openings. Training keeps them in an on-disk cache (each text is embedded
     once across runs); at run time they are shared within the process only."""
 
-    def __init__(self, config: FeatureConfig, cache_name: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, config: FeatureConfig, cache_name: str | None = None, device: str = "cpu",
+                 dtype: str = "float32") -> None:
 
         # resolved once: "auto" and "cpu" are one model on a CPU machine (the audit asks for one, the judges the other)
         self.config, self.device = config, str(resolve_device(device))
@@ -175,7 +176,8 @@ class Embedder:
 
             cache = f"judge-states-{config.lm}-layer{config.lm_layer}" if cache_name else None
             self.hidden_states = HiddenStateReader(config.lm, config.lm_layer, config.lm_request_tokens,
-                                                   config.lm_answer_tokens, cache_name=cache, device=device)
+                                                   config.lm_answer_tokens, cache_name=cache, device=device,
+                                                   dtype=dtype)
 
     @property
     def model(self):

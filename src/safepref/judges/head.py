@@ -101,13 +101,15 @@ def shipped_card(name: str) -> dict:
 class TrainedJudge:
     """``harm`` (1 = the answer gives the harmful help asked for) or ``refusal`` (1 = the answer refuses)."""
 
-    def __init__(self, name: str, head_path: Path | str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, name: str, head_path: Path | str | None = None, batch_size: int = 64,
+                 dtype: str = "auto") -> None:
         path = Path(head_path) if head_path else shipped_head_path(name)
         if not path.is_file():
             raise InputError(f"no trained head for judge '{name}' at {path} (train it: safepref judge-train {name})")
         self.name, self.path, self.batch_size = name, path, batch_size
         self.head = Head.load(path)
-        self.embedder = Embedder(self.head.features)
+        # dtype: the precision of the head's LM read (auto: the device policy's, see judges.hidden_states)
+        self.embedder = Embedder(self.head.features, dtype=dtype)
 
     def probabilities_and_labels(self, prompts: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not responses:

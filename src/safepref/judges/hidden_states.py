@@ -12,6 +12,11 @@ MiniLM head's fold scores 0.878 (0.69); trained without SafeRLHF, 0.674 against 
 gave 0.890 / 0.879 / 0.903 / 0.901 on GPTFuzz; the last token's state instead of the mean, 0.74-0.84. A generative
 model trained to follow and refuse instructions reads "does this answer carry out that request" better than a
 sentence-similarity encoder. It costs: ~10 answers/s on 2 cores for 20 layers over ~100 tokens.
+
+Precision: the read runs in the device policy's precision for the ``lm_read`` workload (safepref.core.device):
+bfloat16 weights on a CPU where bfloat16 measured faster, float32 elsewhere; the states are averaged in float32.
+The heads were trained on float32 states; ``benchmarks/bench_bf16.py`` measures how often a verdict read in
+bfloat16 agrees with float32's. Training (``cache_name``) reads in float32 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import numpy as np
 from safepref.core.device import resolve_device
 from safepref.core.paths import safepref_home
 from safepref.core.progress import progress_bar
-from safepref.models.loading import load_model, load_tokenizer, weights_fingerprint
+from safepref.models.loading import dtype_name_for, load_model, load_tokenizer, weights_fingerprint
 
-_MODELS: dict[tuple[str, int, str], tuple[object, object]] = {}
+_MODELS: dict[tuple[str, int, str, str], tuple[object, object]] = {}
 _RECENT: dict[str, np.ndarray] = {}  # states computed in this process (no disk cache): shared, bounded
 _RECENT_LIMIT = 20_000  # 576 float32 each for SmolLM2: ~46 MB
 _SAVE_EVERY_S = 60.0
@@ -39,12 +44,14 @@ class HiddenStateReader:
     the states in an on-disk cache (each pair is read once across runs); at run time they are shared in-process."""
 
     def __init__(self, model: str, layer: int, request_tokens: int, answer_tokens: int,
-                 cache_name: str | None = None, device: str = "cpu", batch_size: int = 16) -> None:
+                 cache_name: str | None = None, device: str = "cpu", batch_size: int = 16,
+                 dtype: str = "float32") -> None:
 
         self.model_name, self.layer = model, layer
         self.weights = weights_fingerprint(model)  # cached states are keyed by the weights, not the model's name
         self.request_tokens, self.answer_tokens = request_tokens, answer_tokens
         self.device, self.batch_size = str(resolve_device(device)), batch_size
+        self.dtype = dtype_name_for(model, self.device, dtype, workload="lm_read")
         self.cache_path = safepref_home() / "judges" / f"{cache_name}.npz" if cache_name else None
         self.states: dict[str, np.ndarray] = _RECENT if self.cache_path is None else {}
         if self.cache_path is not None and self.cache_path.is_file():
@@ -52,13 +59,9 @@ class HiddenStateReader:
                 self.states = dict(zip(data["keys"].tolist(), data["states"], strict=True))
 
     def _loaded(self):
-        key = (self.model_name, self.layer, self.device)
+        key = (self.model_name, self.layer, self.device, self.dtype)
         if key not in _MODELS:
-            # torch loads in seconds: imported only where used
-            import torch
-
-
-            model = load_model(self.model_name, device=self.device, dtype=torch.float32)
+            model = load_model(self.model_name, device=self.device, dtype=self.dtype)
             # the layers after the one read are never needed: drop them (a private copy, never used to generate)
             model.model.layers = model.model.layers[: self.layer]
             _MODELS[key] = (model, load_tokenizer(self.model_name))
@@ -74,7 +77,9 @@ class HiddenStateReader:
         return encode(before), encode(between)
 
     def _key(self, request: str, answer: str) -> str:
-        head = f"{self.weights}|{self.layer}|{self.request_tokens}|{self.answer_tokens}"
+        # float32 states keep the keys they had before the precision was a choice
+        precision = "" if self.dtype == "float32" else f"|{self.dtype}"
+        head = f"{self.weights}|{self.layer}|{self.request_tokens}|{self.answer_tokens}{precision}"
         return hashlib.sha1(f"{head}|{request[-16 * self.request_tokens:]}|"
                             f"{answer[: 16 * self.answer_tokens]}".encode()).hexdigest()
 

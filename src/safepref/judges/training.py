@@ -28,7 +28,11 @@ from safepref.judges.features import Embedder, FeatureConfig, dense_features, ha
 from safepref.judges.head import Head
 from safepref.judges.training_data import Example, base_source, data_files, labelled_sources
 
-LABELS = {"harm": "harm", "refusal": "refusal"}
+LABELS = {"harm": "harm", "refusal": "refusal", "harm-fast": "harm", "refusal-fast": "refusal"}
+# A ``-fast`` head is its judge without the LM read (FeatureConfig.lm = ""): everything else, data and seed included,
+# as its judge. It reads ~5x more answers a second on 2 cores and agrees less with held-out human labels (cards:
+# harm-fast pooled 0.806 against 0.829, refusal-fast 0.931 against 0.944); the pair diagnostics use it by default.
+FAST_SUFFIX = "-fast"
 # candidates for the second stage: 0 = logistic regression, >0 = a hidden ReLU layer of that width
 HARM_LM = "smollm2-135m-instruct"
 SECOND_STAGE = ({"hidden": 0, "c": 0.5}, {"hidden": 64, "alpha": 1e-2})
@@ -60,7 +64,7 @@ class JudgeTrainingConfig:
     check_rows: int | None = 1000
 
     def __post_init__(self) -> None:
-        harm = self.judge == "harm"
+        harm = base_judge(self.judge) == "harm"
         if self.non_answers is None:
             # see safepref.judges.non_answers: echoed requests, repeated fragments, lists of empty items,
             # affirmative openers alone
@@ -88,8 +92,15 @@ class JudgeTrainingConfig:
             # (leave-one-model-out on XSTest: 0.931 pooled without the read, 0.944 with it; layer 14 over
             # 64 tokens also 0.944, over 128 0.938, and the request in view bought nothing, so the cheapest)
             self.features = FeatureConfig(request=harm, answer_tokens=128, focus=harm, whole_opening=not harm,
-                                          request_tail=harm, lm=HARM_LM, lm_layer=20 if harm else 10,
+                                          request_tail=harm,
+                                          lm="" if self.judge.endswith(FAST_SUFFIX) else HARM_LM,
+                                          lm_layer=20 if harm else 10,
                                           lm_answer_tokens=128 if harm else 64)
+
+
+def base_judge(judge: str) -> str:
+    """The judge whose labels and defaults a head shares (``harm-fast`` -> ``harm``)."""
+    return judge.removesuffix(FAST_SUFFIX)
 
 
 @dataclass
@@ -254,7 +265,7 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
     # the attack prompt instead of the bare request (a judge's input may carry either), and harmful help told as a
     # story: checks of the harm judge, never trained on
     checks = {}
-    if folds and config.judge == "harm":
+    if folds and base_judge(config.judge) == "harm":
         sample = check_sample(human, config.check_rows, config.seed)
         checked = [human[i] for i in sample]
         checks = {name: build_matrices(make(checked, config.seed), config)
@@ -264,7 +275,7 @@ def train_judge(config: JudgeTrainingConfig, out_dir: Path, folds: bool = True) 
         plain[sample] = [framings.is_plain_example(e) for e in checked]
         checks["plain"] = data.take(plain)
     fold_metrics = leave_one_source_out(data, config, checks) if folds else []
-    unseen = unseen_requests(data, examples, config) if folds and config.judge == "harm" else {}
+    unseen = unseen_requests(data, examples, config) if folds and base_judge(config.judge) == "harm" else {}
     head, choice = fit_head(data, config)
     head_path = head.save(Path(out_dir) / f"{config.judge}.npz")
     card = {"judge": config.judge, "config": asdict(config), "second_stage": choice,

@@ -22,10 +22,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from safepref.core.device import Placement, choose_dtype, resolve_device
+from safepref.core.device import Placement, check_dtype, choose_dtype, resolve_device
 from safepref.core.errors import InputError
 from safepref.core.keys import content_key
 from safepref.core.paths import safepref_home
+from safepref.models.precision import float32_head
 from safepref.models.registry import (
     DEFAULT_TARGET,
     EMBEDDING_MODEL,
@@ -39,7 +40,8 @@ from safepref.models.registry import (
 )
 
 __all__ = ["CONFIG_FILES", "DEFAULT_TARGET", "EMBEDDING_MODEL", "READY_MARKER", "REGISTRY", "STRONGER_MODEL",
-           "WEIGHT_SUFFIXES", "BundledModel", "display_name", "get_bundled", "is_adapter", "is_prepared", "load_embedder",
+           "WEIGHT_SUFFIXES", "BundledModel", "display_name", "dtype_name_for", "get_bundled", "is_adapter",
+           "is_prepared", "load_embedder",
            "load_model", "load_tokenizer", "merged_adapter_dir", "model_label", "parameter_count", "placement_for",
            "prepare_model", "prepared_dir", "resolve_model_path", "sha256_of", "verify_model", "weights_fingerprint"]
 
@@ -158,21 +160,23 @@ def load_tokenizer(name_or_path: str | Path):
     return tokenizer
 
 
-def load_model(name_or_path: str | Path, *, merge_adapter: bool = True, dtype: Any = None, device: str = "cpu"):
+def load_model(name_or_path: str | Path, *, merge_adapter: bool = True, dtype: Any = None, device: str = "cpu",
+               workload: str | None = None):
     """Causal LM in eval mode on ``device`` (see safepref.core.device), float32 unless ``dtype`` says otherwise.
 
-    ``dtype`` is a torch dtype, a policy name (``auto``, ``float32``, ``bfloat16``, ``float16``) or None (float32).
+    ``dtype`` is a torch dtype, a policy name (``auto``, ``float32``, ``bfloat16``, ``float16``) or None (float32);
+    ``workload`` (safepref.core.device.BF16_WORKLOADS) is what the model is loaded for, which ``auto`` may read.
     A LoRA adapter folder (from ``safepref train --lora``) is loaded onto its base model; with
     ``merge_adapter`` the adapter is merged so generation runs at full speed.
     """
-    # transformers loads in seconds: imported only where used
+    # torch and transformers load in seconds: imported only where used
+    import torch
     from transformers import AutoModelForCausalLM
-
 
     target = resolve_device(device)
     path = resolve_model_path(name_or_path)
     base_path = resolve_model_path(_adapter_base(path)) if is_adapter(path) else path
-    dtype = _policy_dtype(dtype, target, base_path)
+    dtype = _policy_dtype(dtype, target, base_path, workload)
     if is_adapter(path):
         # peft loads in seconds: imported only where used
         from peft import PeftModel
@@ -185,11 +189,13 @@ def load_model(name_or_path: str | Path, *, merge_adapter: bool = True, dtype: A
         model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
     if target.type != "cpu":
         model = model.to(target)
+    elif workload == "generation" and dtype == torch.bfloat16:
+        float32_head(model)
     model.eval()
     return model
 
 
-def _policy_dtype(dtype: Any, device: Any, path: str):
+def _policy_dtype(dtype: Any, device: Any, path: str, workload: str | None = None):
     """A torch dtype from an explicit one, a policy name, or None (float32: the CPU default)."""
     # torch loads in seconds: imported only where used
     import torch
@@ -198,17 +204,27 @@ def _policy_dtype(dtype: Any, device: Any, path: str):
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    return placement_for(path, device, dtype).dtype
+    return placement_for(path, device, dtype, workload).dtype
 
 
-def placement_for(path: str, device: Any = "auto", dtype: str = "auto"):
+def placement_for(path: str, device: Any = "auto", dtype: str = "auto", workload: str | None = None):
     """The device policy (safepref.core.device) for the model at ``path``: its size is counted only when the policy
     needs it (``auto`` precision on CUDA), so the CPU path never pays for it."""
 
     target = resolve_device(device) if isinstance(device, str) else device
     parameters = parameter_count(path) if str(dtype) == "auto" and target.type == "cuda" else None
-    chosen, reason = choose_dtype(target, dtype, parameters)
+    chosen, reason = choose_dtype(target, dtype, parameters, workload)
     return Placement(target, chosen, reason)
+
+
+def dtype_name_for(name_or_path: str | Path, device: str = "auto", dtype: str = "auto",
+                   workload: str | None = None) -> str:
+    """The precision the policy gives this model for ``workload`` (``float32``, ``bfloat16``...), for content keys;
+    the model's path is resolved only where the policy reads its size (``auto`` on CUDA)."""
+    target = resolve_device(device)
+    needs_size = check_dtype(dtype) == "auto" and target.type == "cuda"
+    path = resolve_model_path(name_or_path) if needs_size else str(name_or_path)
+    return placement_for(path, target, dtype, workload).dtype_name
 
 
 def parameter_count(path: str) -> int | None:
@@ -283,7 +299,7 @@ def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
     return SentenceTransformer(folder, device=str(resolve_device(device)))
 
 
-_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12})+$")  # the content keys the runner appends to artifact names
+_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12,16})+$")  # the content keys the runner appends to artifact names
 
 
 def display_name(name_or_path: str | Path) -> str:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass
 
+from safepref.core.datasets import prompt_id as text_prompt_id
 from safepref.core.errors import InputError
-from safepref.core.io import file_fingerprint, read_records, write_json_atomic, write_jsonl_atomic
-from safepref.core.keys import stage_key
+from safepref.core.io import file_fingerprint, read_pairs, read_records, write_json_atomic, write_jsonl_atomic
+from safepref.core.keys import prompt_set_key, stage_key
 from safepref.core.records import Message, Pair, Response, Score, Side
 from safepref.models.loading import DEFAULT_TARGET, STRONGER_MODEL
 from safepref.pairs.recipes import Recipe, SideSpec
@@ -223,3 +225,11 @@ def build_key(recipe: Recipe, responses: list[Response], scores: list[Score] | N
                        if s.response_id in used) if recipe.needs_scores else None
     return stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
                      ranked_by, config.seed, config.stronger, config.peers)
+
+
+def pairs_data(pairs_path: Path) -> dict[str, Any]:
+    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
+
+    pairs = read_pairs(pairs_path)
+    ids = {text_prompt_id(pair.prompt_text) for pair in pairs}
+    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}

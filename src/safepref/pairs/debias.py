@@ -32,6 +32,7 @@ from pydantic.dataclasses import dataclass
 
 from safepref.audit import AuditConfig, compute_features, cue_descriptions, grouped_splits
 from safepref.audit.features import SHALLOW_VERSION, phrase_cues
+from safepref.core.device import precision_key
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, write_json_atomic, write_jsonl_atomic
 from safepref.core.keys import content_key, stage_key
@@ -248,8 +249,11 @@ def filter_pairs(pairs: list[Pair], config: DebiasConfig) -> tuple[list[Pair], d
     }
 
 
-def debias_key(target_fingerprint: str, pairs_path: Path, settings: dict[str, Any]) -> str:
+def debias_key(target_fingerprint: str, pairs_path: Path, settings: dict[str, Any],
+               rewrite_dtype: str = "float32") -> str:
     """The debiased pairs' content key: the rewriting model's weights, the input pairs' bytes, the step's settings,
-    and the versions of the rewrite and of the cues it removes."""
+    the precision the rewrite answers in (absent when float32), and the versions of the rewrite and of the cues it
+    removes."""
+    precision = precision_key(rewrite_dtype)
     return stage_key("debias", target_fingerprint, file_fingerprint(pairs_path), settings, REWRITE_VERSION,
-                     SHALLOW_VERSION, phrase_cues())
+                     SHALLOW_VERSION, phrase_cues(), *([precision] if precision else []))

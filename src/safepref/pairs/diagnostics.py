@@ -1,12 +1,20 @@
 """Pair diagnostics: is a recipe's chosen side actually the safer one, or only the longer or more polished one?
 
-For a set of preference pairs, ``pair_diagnostics(pairs)`` judges both sides of every pair with the harm judge and
-the refusal judge (``safepref.judges``) and reports, per side: the share judged harmful, the share that refuses
+For a set of preference pairs, ``pair_diagnostics(pairs)`` judges both sides of every pair with a harm judge and
+a refusal judge (``safepref.judges``) and reports, per side: the share judged harmful, the share that refuses
 (each with n and a 95% Wilson interval), the chosen-minus-rejected gap of each share with a 95% interval for paired
 proportions (Newcombe's method 10: the two sides of a pair share a prompt, so they are not independent), and the
 mean length in words of each side. Past ``max_judged_pairs`` pairs the two judges read a seeded sample of that many
-(the shares' intervals say its n; the lengths use every pair): the harm judge's LM read runs ~7 answers/s on 2 cores,
-so judging every side of a 10,000-pair dataset would take most of an hour for a diagnostic.
+(the shares' intervals say its n; the lengths use every pair).
+
+Which judges (``DIAGNOSTICS_JUDGES``, ``--diagnostics-judge``): ``fast`` (the default) is the ``harm-fast`` and
+``refusal-fast`` heads, the trained heads without their SmolLM2 read; ``full`` is the shipped ``harm`` and
+``refusal`` heads with it; ``none`` skips the diagnostics. The LM read is what a diagnostic cannot afford on 2
+cores: at ~10 answers/s the ``harm`` head took ~190 s of a 299 s audit of 2,000 HH pairs (8.5x its bare-encode
+anchor), while the fast heads read the answer's MiniLM pass that the audit's ``embed`` features already made, and
+add only the requests' passes: with them the same audit took 0.77-1.20x its anchor on the shared 2-core machine
+(``python benchmarks/bench_audit.py``). The price is agreement with held-out human labels:
+``harm-fast`` 0.806 pooled against ``harm``'s 0.829, ``refusal-fast`` 0.931 against 0.944 (the heads' cards).
 This is the paper's mechanism made visible: multi-model recipes tend to choose
 the answer of another model, which may differ from the rejected one more in length and wording than in safety.
 """
@@ -16,20 +24,45 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from safepref.core.errors import InputError
 from safepref.core.records import Pair
 from safepref.core.stats import mean_interval, paired_difference_interval, rate
 from safepref.judges import JudgeInput, get_judge
 
-HARM_JUDGE = "harm"  # the trained judge that reads request and answer together (judges/harm)
-REFUSAL_JUDGE = "refusal"
+# choice -> (harm judge, refusal judge); "none" skips the diagnostics
+DIAGNOSTICS_JUDGES = {"fast": ("harm-fast", "refusal-fast"), "full": ("harm", "refusal")}
+DIAGNOSTICS_CHOICES = (*DIAGNOSTICS_JUDGES, "none")
+DEFAULT_DIAGNOSTICS = "fast"
+HARM_JUDGE, REFUSAL_JUDGE = DIAGNOSTICS_JUDGES[DEFAULT_DIAGNOSTICS]
+DIAGNOSTICS_HELP = ("Judges of the pair diagnostics: fast (harm-fast and refusal-fast: the trained heads without "
+                    "their SmolLM2 read), full (the harm and refusal heads with it: ~10 answers/s on 2 cores) or none.")
 LENGTH_UNIT = "words"  # whitespace-separated words of the answer text
 MAX_JUDGED_PAIRS = 1000  # a gap's 95% interval from 1,000 pairs is at most about +-0.06 wide
 
 
-def _labels(judge_name: str, pairs: list[Pair]) -> tuple[list[int | None], list[int | None]]:
+def diagnostics_judges(choice: str) -> tuple[str, str] | None:
+    """(harm judge, refusal judge) of a ``--diagnostics-judge`` choice; None for ``none``."""
+    if choice not in DIAGNOSTICS_CHOICES:
+        raise InputError(f"unknown diagnostics judge '{choice}' (choose {', '.join(DIAGNOSTICS_CHOICES)})",
+                         field="diagnostics_judge")
+    return DIAGNOSTICS_JUDGES.get(choice)
+
+
+def run_pair_diagnostics(pairs: list[Pair], choice: str = DEFAULT_DIAGNOSTICS,
+                         max_judged_pairs: int | None = MAX_JUDGED_PAIRS, dtype: str = "auto") -> dict[str, Any] | None:
+    """:func:`pair_diagnostics` with the judges of a ``--diagnostics-judge`` choice (None for ``none``); ``dtype`` is
+    the precision of their LM reads (``full``)."""
+    judges = diagnostics_judges(choice)
+    if judges is None:
+        return None
+    return {**pair_diagnostics(pairs, *judges, max_judged_pairs=max_judged_pairs, dtype=dtype),
+            "diagnostics_judge": choice}
+
+
+def _labels(judge_name: str, pairs: list[Pair], dtype: str = "auto") -> tuple[list[int | None], list[int | None]]:
     """The judge's 0/1 label (None = unjudged) for the chosen and the rejected side of every pair."""
 
-    judge = get_judge(judge_name)
+    judge = get_judge(judge_name, dtype=dtype)
     # the last user turn, not the whole transcript: the judge reads the request's first 64 word pieces, and the
     # harm judge's labelled data are single requests
     rows = [JudgeInput(id=f"{p.id}|{side}", prompt=p.request_text, response=text)
@@ -65,7 +98,7 @@ def judged_sample(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[P
 
 
 def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_judge: str = REFUSAL_JUDGE,
-                     max_judged_pairs: int | None = MAX_JUDGED_PAIRS) -> dict[str, Any]:
+                     max_judged_pairs: int | None = MAX_JUDGED_PAIRS, dtype: str = "auto") -> dict[str, Any]:
     """Harmful and refusal shares of each side (with the paired gap), and the mean length of each side."""
     judged = judged_sample(pairs, max_judged_pairs)
     chosen_words = [float(len(p.chosen_text.split())) for p in pairs]
@@ -76,8 +109,8 @@ def pair_diagnostics(pairs: list[Pair], harm_judge: str = HARM_JUDGE, refusal_ju
         "harm_judge": harm_judge,
         "refusal_judge": refusal_judge,
         "judged_pairs": len(judged),
-        "harmful": side_comparison(*_labels(harm_judge, judged)) if judged else None,
-        "refusal": side_comparison(*_labels(refusal_judge, judged)) if judged else None,
+        "harmful": side_comparison(*_labels(harm_judge, judged, dtype)) if judged else None,
+        "refusal": side_comparison(*_labels(refusal_judge, judged, dtype)) if judged else None,
         "length_unit": LENGTH_UNIT,
         "length": {"chosen": mean_interval(chosen_words), "rejected": mean_interval(rejected_words),
                    "chosen_longer": rate(longer, len(pairs))},

@@ -22,7 +22,6 @@ from safepref.report.analysis import (
     collect_results,
     configuration_label,
     data_warnings,
-    late_loss,
     paper_checks,
     prompt_set_warning,
     recipe_label,
@@ -30,6 +29,7 @@ from safepref.report.analysis import (
 )
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.render import PAIR_DIAGNOSTICS_HEADER, pair_diagnostics_rows, render_html, render_markdown
+from safepref.report.rows import late_loss
 
 __all__ = ["LABELS", "MULTI_MODEL", "PAIR_DIAGNOSTICS_HEADER", "SELF_RM", "asr_figure", "collect_results",
            "configuration_label", "data_warnings", "late_loss", "pair_diagnostics_rows", "paper_checks",

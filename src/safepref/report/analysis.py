@@ -1,21 +1,26 @@
-"""The report's analysis: what a bundle's evidence says, gathered into one JSON-able dict.
+"""The report's analysis: what a run folder's artifacts say, gathered into one JSON-able dict.
 
-Reads a bundle (:mod:`safepref.bundle`, written by the runner as its stages finish): rates recomputed from the
-stored answers and verdicts, benign measures, general ability results, audits, training logs; adds the data
-warnings and the checks of the paper's three findings.
+Reads ``RUN_DIR/manifest.json`` (written by the runner) and the artifacts it names: safety summaries, general
+ability results, audits, training dynamics; adds the data warnings and the checks of the paper's three findings.
 Drawing and writing it out is :mod:`safepref.report.render` and :mod:`safepref.report.figures`.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from safepref.bundle import Bundle
-from safepref.core.stats import difference_interval
+from safepref.bundle import is_bundle
+from safepref.bundle.read import materialize
+from safepref.core.errors import InputError
 from safepref.pairs.recipes import RECIPES_DIR, load_recipe
 from safepref.report.benign import add_collapse_check
+from safepref.report.comparisons import compare_outcomes, neutral_verdict, rate_counts, verdict_text, with_verdict
+from safepref.report.evidence import configuration_outcomes, general_outcomes, seed_evaluations
 from safepref.report.mitigations import mitigation_rows
+from safepref.report.rows import configuration_row
 
 LABELS = {"sft": "SFT", "hc_self": "HC+Self", "gpt4o_self": "GPT4o+Self", "stronger_self": "Stronger+Self",
           "peer_rm": "Peer+RM", "all_rm": "All+RM", "original": "Original", "self_rm": "Self+RM"}
@@ -48,62 +53,52 @@ def configuration_label(name: str) -> str:
     return LABELS.get(name) or recipe_label(name)
 
 
+def _load_json(path: str | None) -> Any:
+    if not path or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 # ---------------------------------------------------------------------------------------------- collect
 
 
-def collect_results(bundle_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, gathered from a bundle into one JSON-able dict: a function of the bundle
-    alone (no run folder, no model, no network)."""
-    bundle = Bundle(bundle_dir)
-    manifest = bundle.manifest
+def collect_results(source: Path) -> dict[str, Any]:
+    """Everything the report shows, gathered into one JSON-able dict from a bundle (read through the run folder it
+    stands for, rebuilt from its evidence: a function of the bundle alone) or from a run folder's manifest and the
+    artifacts it names."""
+    if is_bundle(source):
+        with tempfile.TemporaryDirectory(prefix="safepref-report-") as view:
+            return collect_results(materialize(source, view))
+    run_dir = Path(source)
+    manifest = _load_json(str(run_dir / "manifest.json"))
+    if manifest is None:
+        raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
+                         path=run_dir)
     targets: dict[str, Any] = {}
-    provenance: dict[str, Any] = {}
-    for target, configurations in manifest.targets.items():
+    outcomes: dict[str, dict[str, Any]] = {}
+    for target, configurations in manifest.get("targets", {}).items():
         rows = {}
         for name in _order(list(configurations)):
-            record = configurations[name]
-            evidence = bundle.evidence(record)
-            row: dict[str, Any] = {"label": record.label, "group": _group(name)}
-            safety = evidence["safety"]
-            row["safety"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("results", [])]
-            row["refusal"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("refusal", [])]
-            row["judge_agreement"] = [dict(r, suite=s.get("suite")) for s in safety for r in s.get("judge_agreement", [])]
-            general = evidence["general"]
-            row["general"] = general.get("tasks") if general else None
-            row["benign"] = evidence["benign"]
-            audit = evidence["audit"]
-            if audit:
-                row["audit"] = {
-                    "n_pairs": audit["n_pairs"], "risk": audit.get("risk"), "verdict": audit.get("verdict"),
-                    "features": {k: {"accuracy": v["accuracy"], "accuracy_ci": v["accuracy_ci"],
-                                     "control_accuracy": v["control_accuracy"]} for k, v in audit["features"].items()},
-                    "pair_diagnostics": audit.get("pair_diagnostics"),
-                }
-            if evidence["data"]:
-                row["data"] = evidence["data"]
-            training = evidence["training"]
-            if training:
-                dynamics = evidence["dynamics"]
-                row["training"] = {"final_loss": training.get("final_loss"), "late_loss": late_loss(dynamics),
-                                   "steps": training.get("steps"),
-                                   "dynamics": dynamics}
-            rows[name] = row
-            provenance.setdefault(target, {})[name] = {"label": record.label, "key": record.key,
-                                                       "complete": record.complete,
-                                                       **record.code.model_dump(mode="json")}
+            entry = configurations[name]
+            evaluations = seed_evaluations(entry)
+            found = {"safety": configuration_outcomes([e.get("safety") or [] for e in evaluations]),
+                     "general": general_outcomes([e.get("general") for e in evaluations])}
+            outcomes.setdefault(target, {})[name] = found
+            label = (manifest.get("labels") or {}).get(target, {}).get(name) or configuration_label(name)
+            rows[name] = configuration_row(entry, evaluations, found, label, _group(name))
         targets[target] = rows
-    entries = {target: {name: {"base": r.base, "debias": r.debias} for name, r in configurations.items()}
-               for target, configurations in manifest.targets.items()}
-    return {"name": manifest.name, "config": manifest.config, "versions": manifest.versions,
-            "seed": manifest.seed, "timings": manifest.timings,
-            "stage_shares": stage_shares(manifest.timings or {}),
-            "n_training_prompts": manifest.n_training_prompts,
-            "training_prompt_set": manifest.training_prompt_set, "targets": targets,
-            "judges": {name: judge.model_dump(mode="json") for name, judge in manifest.judges.items()},
-            "provenance": provenance,
-            "paper_checks": {target: add_collapse_check(paper_checks(rows), rows) for target, rows in targets.items()},
+    return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
+            "seed": manifest.get("seed"), "seeds": manifest.get("seeds") or [manifest.get("seed")],
+            "timings": manifest.get("timings"),
+            "stage_shares": stage_shares(manifest.get("timings") or {}),
+            "n_training_prompts": manifest.get("n_training_prompts"),
+            "training_prompt_set": manifest.get("training_prompt_set"), "targets": targets,
+            "paper_checks": {target: add_collapse_check(paper_checks(rows, outcomes.get(target)), rows)
+                             for target, rows in targets.items()},
+            "against_sft": {target: against_sft(rows, outcomes.get(target) or {}) for target, rows in targets.items()},
             "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
-            "mitigations": mitigation_rows({"targets": entries}, targets)}
+            "mitigations": mitigation_rows(manifest, targets, outcomes),
+            "judges": manifest.get("judges"), "provenance": manifest.get("provenance")}
 
 
 # ---------------------------------------------------------------------------------------------- warnings
@@ -165,16 +160,7 @@ def data_warnings(rows: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- the paper's claims
 
 SELF_RM = "self_rm"
-
-
-def late_loss(dynamics: list[dict[str, Any]]) -> float | None:
-    """Mean DPO loss over the last quarter of the steps (at least 3): one step's loss on a batch of 4 pairs swings
-    between 0.0 and 1.6 in a small run, too noisy to compare configurations by."""
-    losses = [r["loss"] for r in dynamics if r.get("loss") is not None]
-    if not losses:
-        return None
-    tail = losses[-max(3, len(losses) // 4):]
-    return sum(tail) / len(tail)
+SFT = "sft"
 
 
 def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str = "none") -> dict[str, Any] | None:
@@ -182,21 +168,49 @@ def _asr_result(row: dict[str, Any], suite: str | None, judge: str, attack: str 
                  and r["asr"] is not None), None)
 
 
-def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
-    """Does this run reproduce the paper's three findings? Each multi-model configuration against Self+RM.
+def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Does this run reproduce the paper's findings? Each multi-model configuration against Self+RM.
 
-    1. ASR (per judge, harmful suites, no attack): Self+RM lower, with a 95% interval of the difference.
-    2. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set).
-    3. Training dynamics: DPO loss ends lower on multi-model pairs (the shortcut is easy to learn).
-    A finding "holds" when every multi-model configuration differs from Self+RM in the paper's direction and,
-    for ASR, the interval of the difference excludes 0; "direction only" when the direction holds on average;
-    otherwise "reversed", or for ASR "no measurable difference" when no interval excludes 0 the other way.
+    1. ASR (per judge, harmful suites, no attack): Self+RM lower. Both answered the same prompts: the difference is
+       paired (:mod:`safepref.report.comparisons`; ``outcomes`` holds each configuration's verdict per prompt,
+       without them the comparison is unpaired and says so).
+    2. General ability (per task): multi-model pairs score higher, the paper's first finding (paired per question).
+    3. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set;
+       the configurations' pairs differ, so this one has no paired test).
+    4. Training dynamics: DPO loss ends lower on multi-model pairs (mean over seeds when there are several).
+    A comparison with an interval reads its verdict from the interval and its resolution (holds, reversed, no
+    measurable difference, direction only, too little evidence: :func:`safepref.core.paired.verdict`); the check's
+    verdict is the comparisons' common one, or "mixed" naming each. Without an interval: "holds" when every
+    multi-model configuration differs in the paper's direction, "direction only" when they do on average, else
+    "reversed".
     """
     multi = [name for name in MULTI_MODEL if name in rows]
     if SELF_RM not in rows or not multi:
         return []
+    outcomes = outcomes or {}
     base = rows[SELF_RM]
-    checks = []
+    checks = [*_asr_checks(rows, multi, outcomes), *_general_checks(rows, multi, outcomes)]
+    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
+        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
+                        "difference": feature_result["accuracy"] - result["accuracy"]}
+                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features")
+                                             or {}).get(feature))]
+        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features; "
+                               "each configuration's own pairs, so no paired test)",
+                               result["accuracy"], comparisons, needs_ci=False))
+    if (base.get("training") or {}).get("late_loss") is not None:
+        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
+                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
+                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
+        over = " over seeds" if base["training"].get("seeds") else ""
+        checks.append(_verdict(f"DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps"
+                               f"{over})", base["training"]["late_loss"], comparisons, needs_ci=False))
+    return checks
+
+
+def _asr_checks(rows: dict[str, Any], multi: list[str], outcomes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Self+RM's ASR against each multi-model configuration's, per harmful suite and judge, unattacked prompts."""
+    base, checks = rows[SELF_RM], []
     harmful = [r for r in base["safety"] if r["attack"] == "none" and r.get("suite") != "xstest"]
     for reference in harmful:
         claim = f"Self+RM has lower ASR ({reference.get('suite')}, {reference['judge']} judge, n={reference['n']})"
@@ -205,32 +219,48 @@ def paper_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append({"claim": claim, "self_rm": None, "comparisons": [], "all_unjudged": unjudged,
                            "verdict": "all unjudged" if unjudged else "not measured"})
             continue
+        key = (reference.get("suite"), "none", reference["judge"])
         comparisons = []
         for name in multi:
             other = _asr_result(rows[name], reference.get("suite"), reference["judge"])
             if other:
-                k1, k2 = round(other["asr"] * other["n"]), round(reference["asr"] * reference["n"])
-                comparisons.append({"configuration": rows[name]["label"], "value": other["asr"],
-                                    "difference": other["asr"] - reference["asr"],
-                                    "difference_ci95": list(difference_interval(k1, other["n"], k2, reference["n"]))})
+                found = compare_outcomes(_outcomes(outcomes, name, key), _outcomes(outcomes, SELF_RM, key),
+                                         rate_counts(other), rate_counts(reference))
+                comparisons.append(_comparison(rows[name]["label"], other["asr"], found))
         check = _verdict(claim, reference["asr"], comparisons, needs_ci=True)
         if unjudged:  # a configuration whose judge decided nothing is named, not silently left out
             check["all_unjudged"] = unjudged
         checks.append(check)
-    for feature, result in ((base.get("audit") or {}).get("features") or {}).items():
-        comparisons = [{"configuration": rows[name]["label"], "value": feature_result["accuracy"],
-                        "difference": feature_result["accuracy"] - result["accuracy"]}
-                       for name in multi if (feature_result := ((rows[name].get("audit") or {}).get("features") or {})
-                                             .get(feature))]
-        checks.append(_verdict(f"multi-model pairs are more separable (probe accuracy, {feature} features)",
-                               result["accuracy"], comparisons, needs_ci=False))
-    if (base.get("training") or {}).get("late_loss") is not None:
-        comparisons = [{"configuration": rows[name]["label"], "value": rows[name]["training"]["late_loss"],
-                        "difference": base["training"]["late_loss"] - rows[name]["training"]["late_loss"]}
-                       for name in multi if (rows[name].get("training") or {}).get("late_loss") is not None]
-        checks.append(_verdict("DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps)",
-                               base["training"]["late_loss"], comparisons, needs_ci=False))
     return checks
+
+
+def _general_checks(rows: dict[str, Any], multi: list[str], outcomes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each multi-model configuration's general ability against Self+RM's, per task, question by question."""
+    base, checks = rows[SELF_RM], []
+    for task, result in (base.get("general") or {}).items():
+        comparisons = []
+        for name in multi:
+            other = (rows[name].get("general") or {}).get(task)
+            if other and other.get("value") is not None and result.get("value") is not None:
+                found = compare_outcomes((outcomes.get(name) or {}).get("general", {}).get(task),
+                                         (outcomes.get(SELF_RM) or {}).get("general", {}).get(task),
+                                         rate_counts(other, "value"), rate_counts(result, "value"), kind="general")
+                comparisons.append(_comparison(rows[name]["label"], other["value"], found))
+        if comparisons:
+            checks.append(_verdict(f"multi-model pairs give higher general ability ({task}, {result['metric']}, "
+                                   f"n={result['n']})", result["value"], comparisons, needs_ci=True))
+    return checks
+
+
+def _outcomes(outcomes: dict[str, Any], name: str, key: tuple) -> dict[str, list] | None:
+    return ((outcomes.get(name) or {}).get("safety") or {}).get(key)
+
+
+def _comparison(label: str, value: float, found: dict[str, Any]) -> dict[str, Any]:
+    """A comparison of the paper checks: ``difference`` oriented so that > 0 is the paper's direction."""
+    judged = with_verdict(found)
+    return {"configuration": label, "value": value, **{k: v for k, v in judged.items() if k not in ("first", "second")},
+            "rates": [found.get("first"), found.get("second")]}
 
 
 def _all_unjudged(row: dict[str, Any], reference: dict[str, Any]) -> bool:
@@ -242,12 +272,54 @@ def _verdict(claim: str, self_rm_value: float, comparisons: list[dict[str, Any]]
     """``difference`` is oriented so that > 0 is the paper's direction."""
     if not comparisons:
         verdict = "not measured"
-    elif all(c["difference"] > 0 and (not needs_ci or c["difference_ci95"][0] > 0) for c in comparisons):
+    elif needs_ci:
+        words = [c["verdict"] for c in comparisons]
+        if len(set(words)) == 1:
+            resolutions = [c["resolution"] for c in comparisons if c.get("resolution") is not None]
+            verdict = verdict_text(words[0], max(resolutions) if resolutions else None)
+        else:
+            verdict = "mixed: " + "; ".join(f"{c['configuration']} {c['verdict_text']}" for c in comparisons)
+    elif all(c["difference"] > 0 for c in comparisons):
         verdict = "holds"
     elif sum(c["difference"] for c in comparisons) > 0:
         verdict = "direction only"
-    elif needs_ci and not any(c["difference_ci95"][1] < 0 for c in comparisons):
-        verdict = "no measurable difference"
     else:
         verdict = "reversed"
     return {"claim": claim, "self_rm": self_rm_value, "comparisons": comparisons, "verdict": verdict}
+
+
+# ---------------------------------------------------------------------------------------------- against SFT
+
+
+def against_sft(rows: dict[str, Any], outcomes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every trained configuration against SFT on the same prompts, per suite, attack and judge (ASR) or refusal
+    measure, and per general-ability task: both rates, the paired difference (configuration - SFT) and its
+    verdict."""
+    if SFT not in rows:
+        return []
+    found = []
+    for name, row in rows.items():
+        if name == SFT:
+            continue
+        for part, value, measure in (("safety", "asr", "judge"), ("refusal", "rate", "measure")):
+            for mine in row[part]:
+                key = (mine.get("suite"), mine["attack"], mine[measure])
+                theirs = next((r for r in rows[SFT][part] if (r.get("suite"), r["attack"], r[measure]) == key), None)
+                if theirs is None or mine[value] is None or theirs[value] is None:
+                    continue
+                comparison = compare_outcomes(_outcomes(outcomes, name, key), _outcomes(outcomes, SFT, key),
+                                              rate_counts(mine, value), rate_counts(theirs, value), kind=part)
+                found.append({"configuration": row["label"], "suite": key[0], "attack": key[1], "measure": key[2],
+                              "kind": part, "value": mine[value], "sft": theirs[value], **comparison,
+                              "verdict_text": neutral_verdict(comparison)})
+        for task, mine in (row.get("general") or {}).items():
+            theirs = (rows[SFT].get("general") or {}).get(task)
+            if not theirs or mine.get("value") is None or theirs.get("value") is None:
+                continue
+            comparison = compare_outcomes(((outcomes.get(name) or {}).get("general") or {}).get(task),
+                                          ((outcomes.get(SFT) or {}).get("general") or {}).get(task),
+                                          rate_counts(mine, "value"), rate_counts(theirs, "value"), kind="general")
+            found.append({"configuration": row["label"], "suite": task, "attack": "–", "measure": mine["metric"],
+                          "kind": "general", "value": mine["value"], "sft": theirs["value"], **comparison,
+                          "verdict_text": neutral_verdict(comparison)})
+    return found

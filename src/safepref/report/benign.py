@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from safepref.core.paired import mcnemar_exact_p, minimum_detectable_difference
 from safepref.evaluation.answer_quality import collapse_reasons
 
 SFT = "sft"
@@ -82,17 +83,41 @@ def benign_table(rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     if not found:
         return [], []
     n = found[0]["benign"]["n"]
-    header = ["configuration", f"refusal (n={n})", "win rate vs SFT (ties ½)", "mean reward", "mean tokens",
+    header = ["configuration", f"refusal (n={n})", "win rate vs SFT (ties ½)",
+              "won / tied / lost: sign test p, win rate it could tell from ½", "mean reward", "mean tokens",
               "median tokens", "distinct-2", "restatement", "repeating itself"]
     body = []
     for row in found:
         b = row["benign"]
         body.append([row["label"], _rate(b["refusal_rate"], b["refusal_rate_ci"]),
-                     _rate(b["win_rate_vs_reference"], b["win_rate_ci"]), _number(b["mean_reward"], 2),
+                     _rate(b["win_rate_vs_reference"], b["win_rate_ci"]) + _seed_win_rates(b),
+                     win_rate_test(b.get("wins_ties_losses")), _number(b["mean_reward"], 2),
                      _number(b["mean_tokens"]), _number(b["median_tokens"]), _number(b["distinct_2"], 2),
                      _rate(b["restatement_rate"], b["restatement_rate_ci"]),
                      _rate(b.get("repetition_rate"), b.get("repetition_rate_ci"))])
     return header, body
+
+
+def win_rate_test(counts: list[int] | None) -> str:
+    """The win rate as the paired comparison it is (each prompt: the model's answer against SFT's): the counts,
+    the sign test on wins against losses (McNemar's exact test, ties left out), and the resolution, on the win-rate
+    scale: a win rate of ½ ± r is what n prompts detect with 80% power (Connor's formula on wins minus losses,
+    halved)."""
+    if not counts or not sum(counts):
+        return "–"
+    wins, ties, losses = counts
+    n = wins + ties + losses
+    resolution = minimum_detectable_difference(n, (wins + losses) / n)
+    return (f"{wins} / {ties} / {losses}: p {mcnemar_exact_p(wins, losses):.3f}, "
+            f"could detect ½ ± {resolution / 2:.2f}")
+
+
+def _seed_win_rates(benign: dict[str, Any]) -> str:
+    seeds = benign.get("seeds")
+    if not seeds:
+        return ""
+    rates = ", ".join("–" if s["win_rate_vs_reference"] is None else f"{s['win_rate_vs_reference']:.2f}" for s in seeds)
+    return f" (first seed; seeds: {rates})"
 
 
 def harmful_table(rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

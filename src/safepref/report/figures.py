@@ -28,7 +28,8 @@ def _error_bar(value: float, low: float, high: float) -> list[list[float]]:
 
 
 def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> str | None:
-    """Bars of ASR per configuration, one bar per judge, 95% Wilson intervals, n under each label."""
+    """Bars of ASR per configuration, one bar per judge, 95% Wilson intervals, n under each label; with several
+    training seeds the bar is their mean and each seed is a dot with its own Wilson interval."""
     # matplotlib loads in seconds: imported only where used
     import matplotlib
 
@@ -51,19 +52,27 @@ def asr_figure(target: str, rows: dict[str, Any], attack: str, suite: str) -> st
             if not found or found[0]["asr"] is None:
                 continue
             result = found[0]
-            low, high = result["asr_ci95"]
-            axis.bar(i + (j - (len(judges) - 1) / 2) * width, result["asr"], width,
-                     color=GROUP_COLORS[rows[name]["group"]], hatch=JUDGE_HATCH[j % 4], edgecolor="black",
-                     yerr=_error_bar(result["asr"], low, high), capsize=3,
+            centre = i + (j - (len(judges) - 1) / 2) * width
+            seeds = [s for s in result.get("seeds") or [] if s.get("asr") is not None]
+            low, high = result["asr_ci95"] or (result["asr"], result["asr"])
+            axis.bar(centre, result["asr"], width, color=GROUP_COLORS[rows[name]["group"]], hatch=JUDGE_HATCH[j % 4],
+                     edgecolor="black", yerr=None if seeds else _error_bar(result["asr"], low, high), capsize=3,
                      label=judge if i == 0 else None)
+            # several seeds: each seed's rate with its own Wilson interval, side by side on the bar
+            for k, seed in enumerate(seeds):
+                x = centre + (k - (len(seeds) - 1) / 2) * width * 0.6 / max(len(seeds) - 1, 1)
+                axis.errorbar(x, seed["asr"], yerr=_error_bar(seed["asr"], *seed["asr_ci95"]), fmt="o",
+                              color="black", markersize=3, capsize=2, linewidth=1)
     n_values = {r["n"] for c in configurations for r in rows[c]["safety"] if r["attack"] == attack
                 and r.get("suite") == suite}
     axis.set_xticks(range(len(configurations)))
     axis.set_xticklabels([rows[c]["label"] for c in configurations], rotation=20)
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("attack success rate")
+    seeded = any(r.get("seeds") for c in configurations for r in rows[c]["safety"])
+    interval = ("bars: mean over seeds; dots: each seed with its 95% Wilson CI" if seeded else "95% Wilson CI")
     axis.set_title(f"{target} — {suite}, attack '{attack}' (n={'/'.join(map(str, sorted(n_values)))} prompts, "
-                   f"95% Wilson CI)\ngrey: SFT, red: multi-model pairs, blue: RM-ranked / original pairs; "
+                   f"{interval})\ngrey: SFT, red: multi-model pairs, blue: RM-ranked / original pairs; "
                    f"hatching: judge", fontsize=9)
     axis.legend(title="judge", fontsize=8)
     return _figure_to_data_uri(figure)
@@ -89,7 +98,7 @@ def separability_figure(target: str, rows: dict[str, Any], judge: str, feature: 
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for _name, row, audit, asr in points:
         x_low, x_high = audit["accuracy_ci"]
-        y_low, y_high = asr["asr_ci95"]
+        y_low, y_high = asr["asr_ci95"] or (asr["asr"], asr["asr"])
         axis.errorbar(audit["accuracy"], asr["asr"], xerr=_error_bar(audit["accuracy"], x_low, x_high),
                       yerr=_error_bar(asr["asr"], y_low, y_high), fmt="o", color=GROUP_COLORS[row["group"]],
                       capsize=3)

@@ -1,9 +1,21 @@
-"""The report's provenance lines: which code computed each configuration's evidence, since a grid resumed from a
-bundle can hold rows made by several versions, and which configurations have not finished."""
+"""The report's provenance: which judges decided the verdicts (with their agreement with people, as the bundle
+recorded it beside them), which code computed each configuration's evidence (a grid resumed from a bundle can hold
+rows made by several versions), and which configurations have not finished."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from safepref.judges import agreement_note, format_agreement
+
+
+def judge_notes(results: dict[str, Any]) -> dict[str, str]:
+    """Each judge's agreement with people, as the bundle recorded it with the judge's verdicts; a judge it has no
+    record of gets the shipped judge's."""
+    names = {r["judge"] for rows in results["targets"].values() for row in rows.values() for r in row["safety"]}
+    recorded = results.get("judges") or {}
+    return {name: format_agreement(recorded[name].get("agreement")) if name in recorded else agreement_note(name)
+            for name in names}
 
 
 def _code_text(entry: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ def _measured_cell(rows: dict[str, Any], configuration: str, suite: str, judge: 
     result = _result(rows.get(configuration), suite, judge)
     if result is None or result.get("asr") is None:
         return "–"
+    if not result.get("asr_ci95"):  # seeds' mean without per-prompt verdicts: no interval over prompts
+        return f"{result['asr']:.2f}"
     low, high = result["asr_ci95"]
     return f"{result['asr']:.2f} [{low:.2f}, {high:.2f}]"
 

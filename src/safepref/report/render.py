@@ -8,24 +8,25 @@ from typing import Any
 
 import yaml
 
-from safepref.judges import agreement_note, format_agreement
 from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
+from safepref.report.comparisons import comparison_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
-from safepref.report.provenance import provenance_markdown
+from safepref.report.provenance import judge_notes, provenance_markdown
 from safepref.report.published import published_html, published_markdown
+from safepref.report.sections import (
+    COMPARISONS_NOTE,
+    category_table,
+    html_against_sft,
+    html_categories,
+    markdown_against_sft,
+    seed_cells,
+    seeds_text,
+    spread_text,
+)
 
 # ---------------------------------------------------------------------------------------------- cells
-
-
-def judge_notes(results: dict[str, Any]) -> dict[str, str]:
-    """Each judge's agreement with people, as the bundle recorded it beside the judge's verdicts; a judge it has no
-    record of gets the shipped judge's."""
-    names = {r["judge"] for rows in results["targets"].values() for row in rows.values() for r in row["safety"]}
-    recorded = results.get("judges") or {}
-    return {name: format_agreement(recorded[name].get("agreement")) if name in recorded else agreement_note(name)
-            for name in names}
 
 
 def _unjudged_text(result: dict[str, Any]) -> str:
@@ -42,7 +43,7 @@ def _rate_cell(result: dict[str, Any] | None, value: str, ci: str) -> str:
         return f"all unjudged ({result['unjudged']})"
     if result[value] is None:
         return "–"
-    text = f"{result[value]:.2f} {_ci(result[ci])}"
+    text = f"{result[value]:.2f} {_ci(result[ci])}" + spread_text(result.get("seed_spread"))
     return text + f" ⚠ {result['unjudged']} unjudged" if result.get("unjudged_flag") else text
 
 
@@ -83,8 +84,9 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
 def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
     collapsed = " (answers collapsed)" if comparison.get("collapsed") else ""
     text = f"{comparison['configuration']}{collapsed} {comparison['value']:.2f}"
-    if "difference_ci95" in comparison:
-        text += f" ({gap_word} {comparison['difference']:+.2f} {_ci(comparison['difference_ci95'])})"
+    if comparison.get("difference_ci95") is not None:
+        detail = comparison_text(comparison, comparison["configuration"], "Self+RM")
+        text += f" ({gap_word} {detail}: {comparison.get('verdict_text', '')})"
     return text
 
 
@@ -107,11 +109,11 @@ def _check_detail(check: dict[str, Any], gap_word: str) -> str:
 def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>safepref report: {html.escape(str(results['name']))}</h1>",
              f"<p>Training prompts: n={results.get('n_training_prompts')} (set "
-             f"{html.escape(str(results.get('training_prompt_set')))}); seed {results.get('seed')}. "
-             "Every rate shows n and a 95% interval.</p>"]
+             f"{html.escape(str(results.get('training_prompt_set')))}); {html.escape(seeds_text(results))}. "
+             "Every rate shows n and a 95% interval. " + html.escape(COMPARISONS_NOTE) + "</p>"]
     for target, rows in results["targets"].items():
         parts += [*_html_overview(results, target, rows), *_html_safety(target, rows, judge_notes(results)),
-                  benign_html(rows, _table),
+                  *html_categories(rows, _table), *html_against_sft(results, target, _table), benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
     parts += published_html(results, _table)
@@ -142,8 +144,8 @@ def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -
         body = [[check["claim"], _check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
                 for check in checks]
         parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
-                     + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, 95% CI)",
-                               "verdict"], body))
+                     + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, paired 95% CI, "
+                               "p, discordant prompts, the gap it could detect: verdict)", "verdict"], body))
     return parts
 
 
@@ -156,13 +158,17 @@ def _html_safety(target: str, rows: dict[str, Any], notes: dict[str, str]) -> li
         image = asr_figure(target, rows, attack, suite)
         if image:
             parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
+    seeded = any(r.get("seeds") for row in rows.values() for r in row["safety"])
     body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + notes[r["judge"]], r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
-             _ci(r.get("asr_ci95")), _unjudged_text(r),
+             _ci(r.get("asr_ci95")), *([seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
             for row in rows.values() for r in row["safety"]]
-    parts.append("<h3>Attack success rate</h3>" + _table(
-        ["configuration", "suite", "attack", "judge", "n", "ASR", "95% CI", "unjudged", "mean 1-5 score"], body))
+    parts.append("<h3>Attack success rate" + (" (pooled over seeds: mean over prompts of each prompt's mean over "
+                                              "seeds, 95% bootstrap interval over prompts)" if seeded else "")
+                 + "</h3>" + _table(
+        ["configuration", "suite", "attack", "judge", "n", "ASR", "95% CI",
+         *(["per seed (95% Wilson CI)"] if seeded else []), "unjudged", "mean 1-5 score"], body))
     agreement = [[row["label"], a["attack"], " vs ".join(a["judges"]), a["n"],
                   "" if a["agreement"] is None else f"{a['agreement']:.2f}",
                   "" if a["kappa"] is None else f"{a['kappa']:.2f}"]
@@ -226,7 +232,8 @@ def _html_general(rows: dict[str, Any]) -> list[str]:
         for task in tasks:
             result = general.get(task)
             cells.append("" if not result or result["value"] is None else
-                         f"{result['value']:.3f} ± {result['stderr'] or 0:.3f} (n={result['n']})")
+                         f"{result['value']:.3f} ± {result['stderr'] or 0:.3f} (n={result['n']})"
+                         + spread_text(result.get("seed_spread")))
         body.append([row["label"], *cells])
     metric = {t: next((row["general"][t]["metric"] for row in rows.values()
                        if row.get("general") and t in row["general"]), "") for t in tasks}
@@ -238,7 +245,8 @@ def _html_mitigations(results: dict[str, Any], target: str) -> list[str]:
     if not (results.get("mitigations") or {}).get(target):
         return []
     return ["<h3>Mitigations: each debiased configuration against its original (debiased vs original; "
-            "Δ = debiased − original ASR with a Newcombe 95% interval)</h3>"
+            "Δ = debiased − original, paired 95% interval, p, discordant prompts, the difference it could "
+            "detect)</h3>"
             + _table(*mitigation_table(results["mitigations"][target]))]
 
 
@@ -248,10 +256,20 @@ def _html_training(target: str, rows: dict[str, Any]) -> list[str]:
         return []
     trained = [[row["label"], row["training"]["steps"],
                 "" if row["training"]["final_loss"] is None else f"{row['training']['final_loss']:.3f}",
-                "" if row["training"].get("late_loss") is None else f"{row['training']['late_loss']:.3f}"]
+                ("" if row["training"].get("late_loss") is None else f"{row['training']['late_loss']:.3f}")
+                + _loss_seeds(row["training"])]
                for row in rows.values() if row.get("training")]
-    return ["<h3>DPO training dynamics</h3>" + f'<img alt="training curves" src="{image}">'
+    return ["<h3>DPO training dynamics (curves: the first seed)</h3>" + f'<img alt="training curves" src="{image}">'
             + _table(["configuration", "steps", "final loss", "mean loss, last quarter of steps"], trained)]
+
+
+def _loss_seeds(training: dict[str, Any]) -> str:
+    seeds = training.get("seeds")
+    if not seeds:
+        return ""
+    values = ", ".join("–" if s["late_loss"] is None else f"{s['late_loss']:.3f}" for s in seeds)
+    spread = training.get("late_loss_spread")
+    return f" (mean of seeds: {values}" + (f"; sd {spread['sd']:.3f})" if spread else ")")
 
 
 def _html_run_details(results: dict[str, Any]) -> list[str]:
@@ -271,36 +289,34 @@ def _html_run_details(results: dict[str, Any]) -> list[str]:
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The headline table per target (a row per configuration) and the paper checks, for a README or an issue."""
-    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, seed {results.get('seed')}"]
-    for target in results["targets"]:
-        lines += ["", f"## {target}", "", *target_markdown(results, target)]
+    lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, {seeds_text(results)}", "",
+             COMPARISONS_NOTE]
+    for target, rows in results["targets"].items():
+        lines += ["", f"## {target}", "", *headline_table(rows, judge_notes(results))]
+        data = [row for row in rows.values() if row.get("data")]
+        if data:
+            lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
+                                                        f"{row['data']['n_prompts']} prompts (set {row['data']['prompt_set']})"
+                                                        for row in data)]
+        for warning in (results.get("warnings") or {}).get(target) or []:
+            lines += ["", f"**Warning:** {warning}"]
+        diagnostics = pair_diagnostics_rows(rows)
+        if diagnostics:
+            lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
+                      "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
+                      *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
+        lines += benign_markdown(rows)
+        lines += checks_markdown((results.get("paper_checks") or {}).get(target) or [])
+        lines += markdown_against_sft((results.get("against_sft") or {}).get(target) or [])
+        for suite in sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str):
+            header, body = category_table(rows, suite)
+            lines += ["", f"ASR per category, {suite} (n prompts per category in brackets):", "",
+                      "| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+                      *("| " + " | ".join(cells) + " |" for cells in body)]
     lines += mitigations_markdown(results.get("mitigations") or {})
     lines += published_markdown(results)
-    lines += _markdown_timings(results)
-    lines += provenance_markdown(results)
+    lines += _markdown_timings(results) + provenance_markdown(results)
     return "\n".join(lines) + "\n"
-
-
-def target_markdown(results: dict[str, Any], target: str) -> list[str]:
-    """One target's tables: the headline table, its training data, warnings, pair diagnostics, answer quality and
-    the paper checks."""
-    rows = results["targets"][target]
-    lines = _headline_table(rows, judge_notes(results))
-    data = [row for row in rows.values() if row.get("data")]
-    if data:
-        lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
-                                                    f"{row['data']['n_prompts']} prompts (set {row['data']['prompt_set']})"
-                                                    for row in data)]
-    for warning in (results.get("warnings") or {}).get(target) or []:
-        lines += ["", f"**Warning:** {warning}"]
-    diagnostics = pair_diagnostics_rows(rows)
-    if diagnostics:
-        lines += ["", "Chosen vs rejected answers (gap = chosen minus rejected, 95% CI):", "",
-                  "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
-                  *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
-    lines += benign_markdown(rows)
-    lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
-    return lines
 
 
 def _markdown_timings(results: dict[str, Any]) -> list[str]:
@@ -318,7 +334,7 @@ def _metric_of(rows: dict[str, Any], task: str) -> str:
                 "")
 
 
-def _headline_table(rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
+def headline_table(rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
     """A column per harmful-suite judge, refusal measure, probe feature set, the late DPO loss and each general task;
     a row per configuration."""
     harm = harm_columns(rows)
@@ -358,16 +374,18 @@ def _headline_cells(row: dict[str, Any], harm: list[tuple], refusal: list[tuple]
         found = ((row.get("audit") or {}).get("features") or {}).get(feature)
         cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
     training = row.get("training") or {}
-    cells.append(f"{training['late_loss']:.2f} ({training['steps']})" if training.get("late_loss") is not None
-                 else "–")
+    loss_spread = training.get("late_loss_spread")
+    cells.append(f"{training['late_loss']:.2f} ({training['steps']})"
+                 + (f" (seeds {loss_spread['min']:.2f}–{loss_spread['max']:.2f})" if loss_spread else "")
+                 if training.get("late_loss") is not None else "–")
     for task in tasks:
         found = (row.get("general") or {}).get(task)
-        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" if found and found["value"] is not None
-                     else "–")
+        cells.append(f"{found['value']:.2f} ± {found['stderr'] or 0:.2f}" + spread_text(found.get("seed_spread"))
+                     if found and found["value"] is not None else "–")
     return cells
 
 
-def _markdown_checks(checks: list[dict[str, Any]]) -> list[str]:
+def checks_markdown(checks: list[dict[str, Any]]) -> list[str]:
     if not checks:
         return []
     lines = ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]

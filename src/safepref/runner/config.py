@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from safepref.core.errors import input_error_from
 from safepref.core.io import read_yaml_record
@@ -53,12 +53,34 @@ class GenerationSpec(_Strict):
 
 
 class SafetySpec(_Strict):
-    suites: list[str] = Field(default_factory=lambda: ["advbench"], description="advbench, xstest or path:column")
-    limit: int | None = Field(100, ge=1, description="first N prompts of each suite (the paper: 100 AdvBench)")
-    attacks: list[str] = Field(default_factory=lambda: ["none"])
+    suites: list[str] = Field(default_factory=lambda: ["advbench"], description="advbench, jbb, harmbench, xstest or "
+                                                                                 "path:column")
+    limit: int | dict[str, int | None] | None = Field(
+        100, description="first N prompts of each suite (the paper: 100 AdvBench), or per suite ({advbench: 100}: "
+                         "a suite left out, or null, is evaluated in full)")
+    attacks: list[str] | dict[str, list[str]] = Field(
+        default_factory=lambda: ["none"], description="attacks on every suite, or per suite ({jbb: [none, "
+                                                      "jbb-attacks:PAIR]}: a suite left out gets [none])")
     judges: list[str] = Field(default_factory=lambda: ["harm", "keyword"])
     max_new_tokens: int = Field(512, ge=1, description="greedy answer length (the paper: 512)")
     judge_model: str | None = Field(None, description="openai:<model> for the llm judge")
+
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limits(cls, value):
+        limits = value.values() if isinstance(value, dict) else [value]
+        if any(limit is not None and limit < 1 for limit in limits):
+            raise ValueError("a limit must be at least 1")
+        return value
+
+    def limit_for(self, suite: str) -> int | None:
+        """The prompt limit of one suite (None: the whole suite, or the suite's own default)."""
+        return self.limit.get(suite) if isinstance(self.limit, dict) else self.limit
+
+    def attacks_for(self, suite: str) -> list[str]:
+        """The attacks one suite is answered under (a transfer attack has prompts for its own suite only)."""
+        return self.attacks.get(suite, ["none"]) if isinstance(self.attacks, dict) else self.attacks
 
 
 class GeneralSpec(_Strict):
@@ -80,13 +102,22 @@ class BenignSpec(_Strict):
 class AuditSpec(_Strict):
     features: list[str] = Field(default_factory=lambda: ["shallow", "embed"])
     folds: int = Field(5, ge=2)
+    diagnostics_judge: Literal["fast", "full", "none"] = Field(
+        "fast", description="pair diagnostics' judges: fast (no LM read), full (the harm and refusal heads' SmolLM2 "
+                            "read) or none (see safepref.pairs.diagnostics)")
+    diagnostics_pairs: int | None = Field(1000, ge=1, description="most pairs the diagnostics judge (seeded sample)")
 
 
 class ExperimentConfig(_Strict):
     """One experiment grid. Unknown keys anywhere are errors naming the key."""
 
     name: str
-    seed: int = 0
+    seed: int = Field(0, description="seed of generation, pair building and the audit; also the training seed when "
+                                     "`seeds` is not given")
+    seeds: list[int] | None = Field(None, min_length=1,
+                                    description="training seeds: each configuration trains once per seed on the same "
+                                                "pairs (batch order and sampling change) and each model is evaluated; "
+                                                "the report shows per-seed rates, their spread and pooled comparisons")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="where every stage runs its models: auto (CUDA when present), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -104,6 +135,17 @@ class ExperimentConfig(_Strict):
     benign: BenignSpec | None = Field(default_factory=BenignSpec,
                                       description="answer quality on benign prompts, against SFT; null to skip")
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"seeds repeat: {value}")
+        return value
+
+    def training_seeds(self) -> list[int]:
+        """The seeds each configuration trains with: ``seeds``, else the one ``seed``."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
     def recipes_for(self, target: TargetSpec) -> list[str]:
         return target.recipes if target.recipes is not None else self.recipes
 
@@ -116,10 +158,16 @@ class ExperimentConfig(_Strict):
         return split_training({**self.training, **target.training})[1]
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML; errors name the file and the offending key."""
+def load_config(path: str | Path, seeds: list[int] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML; errors name the file and the offending key. ``seeds`` (the command
+    line's) replaces the file's training seeds."""
     path = Path(path)
     config = read_yaml_record(path, ExperimentConfig)
+    if seeds is not None:
+        try:
+            config = ExperimentConfig.model_validate({**config.model_dump(), "seeds": seeds})
+        except ValidationError as error:
+            raise input_error_from(error, context="--seeds") from None
 
     checks = []  # (field to blame, training settings) for every target, and every recipe that adds settings
     for index, target in enumerate(config.targets):

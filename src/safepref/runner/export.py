@@ -12,6 +12,7 @@ from safepref.core.errors import InputError, input_error_from
 from safepref.models import loading as models
 from safepref.runner.config import ExperimentConfig
 from safepref.runner.plan import configuration_key, evaluated
+from safepref.runner.record import record_configuration
 from safepref.runner.run import Run
 
 
@@ -36,8 +37,10 @@ def export_run(run_dir: str | Path, bundle_dir: str | Path | None = None) -> Pat
             if entry.get("from_bundle"):  # its evidence was taken from a bundle, never made in this folder
                 continue
             key = entry.get("key") or configuration_key(config, target, recipe, prompts)
-            run.record_evidence(target, recipe, {**entry, "key": key}, complete=evaluated(config, recipe, entry))
+            record_configuration(run.bundle, target, recipe, {**entry, "key": key},
+                                 complete=evaluated(config, recipe, entry))
     run.bundle.update_run(versions=manifest.get("versions") or {}, seed=config.seed,
+                          seeds=manifest.get("seeds") or config.training_seeds(), precision=manifest.get("precision"),
                           n_training_prompts=manifest.get("n_training_prompts"),
                           training_prompt_set=manifest.get("training_prompt_set"),
                           timings=manifest.get("timings") or {})

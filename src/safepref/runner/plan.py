@@ -20,7 +20,7 @@ from safepref.generation.generate import FIXED_SOURCES, GenerationConfig, answer
 from safepref.models import loading as models
 from safepref.pairs.recipes import load_recipe
 from safepref.runner.config import SFT, ExperimentConfig, TargetSpec
-from safepref.training.dpo import DPOTrainingConfig, training_record
+from safepref.training.dpo import DPOTrainingConfig, mixed_precision, training_record
 
 # the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
 FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
@@ -32,7 +32,7 @@ FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chose
 
 def safety_config(config: ExperimentConfig, suite: str) -> SafetyEvalConfig:
     spec = config.safety
-    return SafetyEvalConfig(suite=suite, attacks=spec.attacks, judges=spec.judges, limit=spec.limit,
+    return SafetyEvalConfig(suite=suite, attacks=spec.attacks_for(suite), judges=spec.judges, limit=spec.limit_for(suite),
                             max_new_tokens=spec.max_new_tokens, seed=config.seed, judge_model=spec.judge_model,
                             backend=config.generation.backend, device=config.device, dtype=config.dtype)
 
@@ -126,7 +126,10 @@ def configuration_inputs(config: ExperimentConfig, target: TargetSpec, recipe: s
     content keys of the answer sets it draws on, the reward model's weights, the build settings), the debias step
     and every training setting."""
     inputs: dict[str, Any] = {"target": models.weights_fingerprint(target.model), "seed": config.seed,
-                              "evaluation": evaluation_settings(config, target), "stage_versions": dict(STAGE_VERSIONS)}
+                              "evaluation": evaluation_settings(config, target), "stage_versions": dict(STAGE_VERSIONS),
+                              # the precision the target answers in (the answering stages' keys hold it too)
+                              "answers_dtype": models.dtype_name_for(target.model, config.device, config.dtype,
+                                                                     workload="generation")}
     if recipe == SFT:
         return inputs
     variant = load_recipe(recipe)
@@ -140,7 +143,10 @@ def configuration_inputs(config: ExperimentConfig, target: TargetSpec, recipe: s
         "build": {"stronger": target.stronger or models.STRONGER_MODEL, "peers": list(target.peers)}}
     if variant.debias:
         inputs["debias"] = debias_settings(config, target, variant)
-    inputs["training"] = training_record(DPOTrainingConfig(**{**config.training_for(target), **variant.training}))
+    training = DPOTrainingConfig(**{**config.training_for(target), **variant.training})
+    inputs["training"] = training_record(training)
+    inputs["training_seeds"] = config.training_seeds()
+    inputs["mixed_precision"] = mixed_precision(training, config.device, config.dtype)
     if config.audit:
         inputs["audit"] = config.audit.model_dump(mode="json")
     return inputs

@@ -9,8 +9,13 @@ texts, settings, a fingerprint of the model's weights, scores, upstream keys), s
 changed input recomputes only what depends on it, and a killed run finishes on rerun
 (each stage itself resumes: generation and scoring append to logs, training restarts from its checkpoint).
 Every configuration of a target builds its pairs from exactly the configured prompt set (fixed answer sets are
-written for those prompts only). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced,
-with its number of pairs, of prompts and a hash of the prompt ids; the report reads it.
+written for those prompts only). With ``seeds`` each trained configuration trains on its pairs once per seed and
+each of those models is evaluated; the manifest entry lists them under ``seeds`` (the first also where one seed
+is). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced, with its number of pairs,
+of prompts and a hash of the prompt ids. The run's evidence goes to a bundle (:mod:`safepref.bundle`; default
+``RUN_DIR/bundle``) as its stages finish: a configuration the bundle holds complete under the same key
+(:func:`safepref.runner.plan.configuration_key`) is taken from there, nothing trained or generated for it, and the
+report is the bundle's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
 from safepref.bundle import BundleWriter, default_judges, rejudge_bundle
 from safepref.core.datasets import load_prompts, prompt_id
-from safepref.core.device import visible_gpus
+from safepref.core.device import precision_record, visible_gpus
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
@@ -33,16 +38,12 @@ from safepref.core.versions import package_versions
 from safepref.evaluation.benign import benign_key, evaluate_benign
 from safepref.evaluation.general import evaluate_general, general_key
 from safepref.evaluation.safety import evaluate_safety, safety_key
-from safepref.generation.generate import (
-    fixed_answer_prompt_ids,
-    generate_responses,
-    release_engines,
-)
+from safepref.generation.generate import fixed_answer_prompt_ids, generate_responses, release_engines
 from safepref.models import loading as models
-from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, read_responses, write_pairs
+from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, pairs_data, read_responses, write_pairs
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
-from safepref.report import configuration_label, write_report
+from safepref.report import write_report
 from safepref.runner import plan
 from safepref.runner.config import (
     SFT,
@@ -56,14 +57,15 @@ from safepref.runner.config import (
     TargetSpec,
     load_config,
 )
-from safepref.runner.plan import FIXED_SOURCE_ALIASES
+from safepref.runner.record import record_configuration
 from safepref.scoring.score import ScoreConfig, score_responses
-from safepref.training.dpo import DPOTrainingConfig, train_dpo, train_key
+from safepref.training.dpo import DPOTrainingConfig, mixed_precision, train_dpo, train_key
 from safepref.training.launch import train_with_accelerate
 
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
            "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
 
+FIXED_SOURCE_ALIASES = plan.FIXED_SOURCE_ALIASES
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -80,7 +82,8 @@ class Run:
         self.manifest_path = self.dir / "manifest.json"
         self.manifest: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"),
                                          "config_path": str(config_path) if config_path else None,
-                                         "seed": config.seed, "targets": {}, "timings": {}}
+                                         "seed": config.seed, "seeds": config.training_seeds(), "targets": {},
+                                         "timings": {}}
         # the evidence, written as stages finish; a configuration it holds under the same key is not run again
         self.bundle = BundleWriter(bundle_dir or self.dir / "bundle", config.name, self.manifest["config"])
         self.manifest["bundle"] = str(self.bundle.dir.resolve())
@@ -167,6 +170,7 @@ class Run:
 
         self.manifest["versions"] = package_versions(
             "safepref", "torch", "transformers", "trl", "peft", "datasets", "lm_eval", "sentence-transformers", "scikit-learn")
+        self.manifest["precision"] = precision_record(self.config.device, self.config.dtype)
         prompts = self._timed("prompts", self.training_prompts)
         self.manifest["n_training_prompts"] = len(prompts)
         # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
@@ -185,6 +189,7 @@ class Run:
 
     def _save_bundle_run(self) -> None:
         self.bundle.update_run(versions=self.manifest["versions"], seed=self.config.seed,
+                               seeds=self.manifest["seeds"], precision=self.manifest.get("precision"),
                                n_training_prompts=self.manifest["n_training_prompts"],
                                training_prompt_set=self.manifest["training_prompt_set"],
                                timings=dict(self.manifest["timings"]))
@@ -211,34 +216,33 @@ class Run:
             responses = read_responses(response_files)
             scores = self._timed(f"score {label}", lambda: self.score(responses))
         prompt_ids = {p.id for p in prompts}
+        seeds = self.config.training_seeds()
         for recipe in recipes:
             entry = self._entry(label, recipe)
             entry["key"] = keys[recipe]
-            model_for_eval = target.model
-            if recipe != SFT:
-                model_for_eval = self.train_configuration(target, recipe, entry, response_files, scores, prompt_ids)
-            self.evaluate_configuration(target, recipe, entry, model_for_eval)
-
-    # -------------------------------------------------------------------------------------- the bundle
+            if recipe == SFT:  # nothing trained: greedy evaluation of the same weights does not depend on a seed
+                self.evaluate_configuration(target, recipe, entry, target.model)
+                self.record_evidence(target, recipe, entry, complete=True)
+                continue
+            pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
+            per_seed = []
+            for seed in seeds:  # the first seed's results stay at the entry's top level, as with one seed
+                place, suffix = (entry if seed == seeds[0] else {}), f" seed {seed}" * (len(seeds) > 1)
+                # without `seeds` the training settings keep their own seed: single-seed runs keep their keys
+                overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
+                place["training"] = self._timed(f"train {label} {recipe}{suffix}",
+                                                lambda o=overrides, p=pairs: self.train(target, p, o))
+                self._save()
+                self.evaluate_configuration(target, recipe, place, place["training"]["out_dir"], suffix)
+                per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
+                                                  if k in place}})
+                if len(seeds) > 1:
+                    entry["seeds"] = per_seed
+                    self._save()
+                self.record_evidence(target, recipe, entry, complete=len(per_seed) == len(seeds))
 
     def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
-        """The configuration's finished stages into the bundle."""
-        evaluated = (entry.get("training") or {}).get("out_dir") or target.model
-        used = {"target": models.weights_fingerprint(target.model)}
-        if evaluated != target.model and Path(evaluated).is_dir():
-            used["evaluated"] = models.weights_fingerprint(evaluated)
-        stage_keys = {"pairs": file_fingerprint(entry["pairs"]) if entry.get("pairs") else None,
-                      "train": _key_in_name(Path(entry["training"]["out_dir"])) if entry.get("training") else None,
-                      "audit": _key_in_name(Path(entry["audit"]).parent) if entry.get("audit") else None,
-                      "safety": [_key_in_name(Path(p).parent) for p in entry.get("safety") or []],
-                      "benign": _key_in_name(Path(entry["benign"]).parent) if entry.get("benign") else None,
-                      "general": _key_in_name(Path(entry["general"]).parent) if entry.get("general") else None}
-        label = models.model_label(target.model)
-        self.bundle.record(label, recipe, key=entry["key"], label=configuration_label(recipe),
-                           entry={**entry, "safety_keys": stage_keys["safety"]}, complete=complete, models=used,
-                           stage_keys={k: v for k, v in stage_keys.items() if v})
-
-    # -------------------------------------------------------------------------------------- steps of a configuration
+        record_configuration(self.bundle, target, recipe, entry, complete=complete)
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -247,9 +251,9 @@ class Run:
                                self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
                                ScoreConfig(device=self.config.device, dtype=self.config.dtype))
 
-    def train_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
-                            scores, prompt_ids: set[str]) -> str:
-        """Build (and debias) the recipe's pairs, audit them, train on them; returns the trained model's folder."""
+    def prepare_pairs(self, target: TargetSpec, recipe: str, entry: dict[str, Any], response_files: list[Path],
+                      scores, prompt_ids: set[str]):
+        """Build (and debias) the recipe's pairs, audit them; returns the pairs file (every seed's) and the recipe."""
 
         label = models.model_label(target.model)
         variant = load_recipe(recipe)  # a mitigation variant builds its base's pairs, then debiases them
@@ -263,43 +267,46 @@ class Run:
         entry["data"] = pairs_data(pairs)
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
-        self.record_evidence(target, recipe, entry, complete=False)
-        entry["training"] = self._timed(f"train {label} {recipe}", lambda: self.train(target, pairs, variant.training))
         self._save()
         self.record_evidence(target, recipe, entry, complete=False)
-        return entry["training"]["out_dir"]
+        return pairs, variant
 
-    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str) -> None:
+    def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str,
+                               suffix: str = "") -> None:
         """Safety, then answer quality on benign prompts and general ability, each as the config asks."""
         label = models.model_label(target.model)
-        entry["safety"] = self._timed(f"safety {label} {recipe}", lambda: self.safety(model))
+        entry["safety"] = self._timed(f"safety {label} {recipe}{suffix}", lambda: self.safety(model))
         self._save()
-        self.record_evidence(target, recipe, entry, complete=False)
+        self.record_evidence(target, recipe, self._entry(label, recipe), complete=False)
         if self.config.benign:
-            entry["benign"] = self._timed(f"benign {label} {recipe}", lambda: self.benign(target, model, entry["safety"]))
+            entry["benign"] = self._timed(f"benign {label} {recipe}{suffix}",
+                                          lambda: self.benign(target, model, entry["safety"]))
             self._save()
-            self.record_evidence(target, recipe, entry, complete=False)
+            self.record_evidence(target, recipe, self._entry(label, recipe), complete=False)
         if self.config.general:
-            entry["general"] = self._timed(f"general {label} {recipe}", lambda: self.general(model))
+            entry["general"] = self._timed(f"general {label} {recipe}{suffix}", lambda: self.general(model))
             self._save()
-        self.record_evidence(target, recipe, entry, complete=True)
 
     def audit(self, pairs_path: Path) -> str:
 
         spec = self.config.audit
-        key = audit_key(pairs_path, spec.model_dump(), self.config.seed)
+        key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge, self.config.dtype)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
         if not (out / "audit.json").exists():
             audit_pairs(read_pairs(pairs_path), AuditConfig(features=list(spec.features), folds=spec.folds,
                                                             seed=self.config.seed, device=self.config.device,
-                                                            dtype=self.config.dtype), out)
+                                                            dtype=self.config.dtype,
+                                                            diagnostics_judge=spec.diagnostics_judge,
+                                                            diagnostics_pairs=spec.diagnostics_pairs), out)
         return str(out / "audit.json")
 
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
         """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
 
         settings = plan.debias_settings(self.config, target, recipe)
-        key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings)
+        rewrite = settings.get("method") == "rewrite"  # only a rewrite answers (filter reads no model)
+        key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings,
+                         self._answer_dtype(target.model) if rewrite else "float32")
         out = pairs_path.parent / f"{recipe.name}-{key}.jsonl"
         if not summary_path(out).exists():  # written last: a killed rewrite resumes from its log
             # where the rewrite runs is provenance, not part of the key
@@ -311,7 +318,8 @@ class Run:
     def train(self, target: TargetSpec, pairs_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
         config = DPOTrainingConfig(**{**self.config.training_for(target), **(overrides or {})})
-        key = train_key(models.weights_fingerprint(target.model), pairs_path, config)
+        mixed = mixed_precision(config, self.config.device, self.config.dtype)
+        key = train_key(models.weights_fingerprint(target.model), pairs_path, config, mixed)
         out = self.dir / "models" / f"{pairs_path.stem}-{key}"
         summary_path = out / "train_summary.json"
         if not summary_path.exists():  # its presence marks a finished run; otherwise train (or resume) now
@@ -328,14 +336,18 @@ class Run:
         if launch.uses_accelerate(gpus) and self.config.device in ("auto", "cuda"):
             train_with_accelerate(target.model, pairs_path, out, config, launch, gpus)
         else:
-            train_dpo(target.model, pairs_path, out, config, device=self.config.device)
+            train_dpo(target.model, pairs_path, out, config, device=self.config.device, dtype=self.config.dtype)
+
+    def _answer_dtype(self, model: str) -> str:
+        """The precision ``model`` answers in under this run's device and dtype (part of the answering stages' keys)."""
+        return models.dtype_name_for(model, self.config.device, self.config.dtype, workload="generation")
 
     def safety(self, model: str) -> list[str]:
 
         summaries = []
         for suite in self.config.safety.suites:
             config = plan.safety_config(self.config, suite)
-            key = safety_key(models.weights_fingerprint(model), config)
+            key = safety_key(models.weights_fingerprint(model), config, self._answer_dtype(model))
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
                 evaluate_safety(model, config, out, answers_dir=self.dir / "safety" / "answers")
@@ -348,7 +360,7 @@ class Run:
 
         config = plan.benign_config(self.config, target)
         key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
-                         [Path(p) for p in safety_summaries])
+                         [Path(p) for p in safety_summaries], self._answer_dtype(model))
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
         if not (out / "summary.json").exists():
             evaluate_benign(model, config, out, answers_dir=self.dir / "benign" / "answers",
@@ -365,23 +377,10 @@ class Run:
 
 
 def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
-                   bundle_dir: str | Path | None = None) -> dict[str, Any]:
+                   seeds: list[int] | None = None, bundle_dir: str | Path | None = None) -> dict[str, Any]:
     """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``), its evidence in
-    ``bundle_dir`` (default ``RUN_DIR/bundle``); returns report paths."""
-    config = load_config(config_path)
+    ``bundle_dir`` (default ``RUN_DIR/bundle``); returns report paths. ``seeds`` replaces the config's training
+    seeds."""
+    config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
     return Run(config, run_dir, config_path, bundle_dir).run()
-
-
-def _key_in_name(path: Path) -> str:
-    """The content key an artifact's file or folder name ends with (``<label>-<key>``)."""
-    return path.name.removesuffix(".jsonl").rsplit("-", 1)[-1]
-
-
-def pairs_data(pairs_path: Path) -> dict[str, Any]:
-    """What a configuration trains on: number of pairs, of distinct prompts, and a hash of the prompt ids."""
-
-    pairs = read_pairs(pairs_path)
-    ids = {prompt_id(pair.prompt_text) for pair in pairs}
-    return {"n_pairs": len(pairs), "n_prompts": len(ids), "prompt_set": prompt_set_key(ids)}
-

@@ -57,7 +57,9 @@ class DPOTrainingConfig:
     """Recompute activations in the backward pass (TRL turns it on by default): saves memory on a GPU with a 7B model,
     costs an extra forward pass; a 135M model on a CPU does not need it."""
     bf16: bool = False
-    """bfloat16 mixed precision (GPUs; on this CPU bfloat16 was 2x slower than float32)."""
+    """bfloat16 weights and bfloat16 mixed precision (GPUs). Without it, the device policy may still train in
+    bfloat16 mixed precision over float32 weights where it measured faster (``dtype`` auto on a CPU with bfloat16
+    instructions, see safepref.training.dpo.mixed_precision)."""
     precompute_ref_log_probs: bool = True
     """Compute reference log-probs once before training and cache them beside the pairs (False: a reference forward
     at every step, as TRL does by default)."""
@@ -90,10 +92,13 @@ def training_record(config: DPOTrainingConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- identity
 
 
-def run_identity(model: str | Path, pairs_path: Path, config: DPOTrainingConfig) -> dict[str, Any]:
-    """What a run's checkpoints are made from: the model's weights, the pairs' bytes and every training setting."""
-    return {"model_weights": weights_fingerprint(model), "pairs": file_fingerprint(pairs_path, length=24),
-            "settings": json.loads(json.dumps(training_record(config)))}
+def run_identity(model: str | Path, pairs_path: Path, config: DPOTrainingConfig,
+                 mixed: bool = False) -> dict[str, Any]:
+    """What a run's checkpoints are made from: the model's weights, the pairs' bytes, every training setting and,
+    when it trains in bfloat16 mixed precision that ``bf16`` did not ask for, that precision."""
+    identity = {"model_weights": weights_fingerprint(model), "pairs": file_fingerprint(pairs_path, length=24),
+                "settings": json.loads(json.dumps(training_record(config)))}
+    return {**identity, "precision": "bfloat16 autocast"} if mixed else identity
 
 
 def identity_differences(out_dir: Path, identity: dict[str, Any]) -> str:
@@ -103,5 +108,6 @@ def identity_differences(out_dir: Path, identity: dict[str, Any]) -> str:
     if not path.is_file():
         return "inputs (the folder has no record of them)"
     recorded = json.loads(path.read_text())
-    names = {"model_weights": "model weights", "pairs": "pairs", "settings": "settings"}
-    return ", ".join(names[k] for k in identity if recorded.get(k) != identity[k])
+    names = {"model_weights": "model weights", "pairs": "pairs", "settings": "settings", "precision": "precision"}
+    keys = [*identity, *(k for k in recorded if k not in identity and k in names)]  # a float32 run records none
+    return ", ".join(names[k] for k in keys if recorded.get(k) != identity.get(k))

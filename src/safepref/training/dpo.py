@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 from pydantic.dataclasses import dataclass
 
-from safepref.core.device import resolve_device
+from safepref.core.device import check_dtype, choose_dtype, precision_key, resolve_device
 from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, iter_jsonl, read_pairs, write_json_atomic
 from safepref.core.keys import content_key, stage_key
@@ -67,8 +67,8 @@ from safepref.training.dynamics import cut_dynamics, dynamics_callback, plot_dyn
 from safepref.training.ref_logps import PerAnswerReference, ref_logps_cache_dir
 
 __all__ = ["DYNAMICS_FILE", "IDENTITY_FILE", "PLOT_FILE", "SUMMARY_FILE", "DPOTrainingConfig", "TrainResult",
-           "latest_checkpoint", "make_trainer", "plot_dynamics", "ref_logps_cache_dir", "run_identity", "train_dpo",
-           "training_record", "weights_hash"]
+           "latest_checkpoint", "make_trainer", "mixed_precision", "plot_dynamics", "ref_logps_cache_dir",
+           "run_identity", "train_dpo", "training_record", "weights_hash"]
 
 SUMMARY_FILE = "train_summary.json"
 DYNAMICS_FILE = "dynamics.jsonl"
@@ -91,23 +91,45 @@ class TrainResult:
     skipped: bool = False  # True when the run had already finished and nothing was retrained
 
 
+def mixed_precision(config: DPOTrainingConfig, device: str = "auto", dtype: str = "auto") -> bool:
+    """Whether the run trains in bfloat16 mixed precision (autocast over float32 master weights) that ``config.bf16``
+    did not ask for: ``dtype`` bfloat16, or ``auto`` on a CPU where the device policy measured bfloat16 faster for
+    training (safepref.core.device). ``auto`` on CUDA keeps float32 unless ``bf16``; float16 is refused."""
+    requested = check_dtype(dtype)
+    if config.bf16 or requested == "float32":
+        return False
+    if requested == "float16":
+        raise InputError("training in float16 is not supported: use --dtype bfloat16 (mixed precision) or float32",
+                         field="dtype")
+    target = resolve_device(device) if "LOCAL_RANK" not in os.environ else None
+    if requested == "auto" and (target is None or target.type != "cpu"):
+        return False
+    # torch loads in seconds: imported only where used
+    import torch
+
+    return choose_dtype(target, requested, None, workload="training")[0] == torch.bfloat16
+
+
 def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
-              config: DPOTrainingConfig | None = None, *, force: bool = False, device: str = "auto") -> TrainResult:
+              config: DPOTrainingConfig | None = None, *, force: bool = False, device: str = "auto",
+              dtype: str = "auto") -> TrainResult:
     """DPO-train ``model`` (registry name, folder or hub id) on a TRL-format pairs file; write the result to out_dir.
 
     ``device`` (safepref.core.device): ``cpu``, ``cuda:N``, or ``auto`` (CUDA when present). Under ``accelerate launch``
-    accelerate places each process; only the main process writes safepref's own files."""
+    accelerate places each process; only the main process writes safepref's own files. ``dtype``: see
+    :func:`mixed_precision` (``float32`` keeps float32 arithmetic on any CPU)."""
     config = config or DPOTrainingConfig()
     out_dir = Path(out_dir)
     pairs_path = Path(pairs_path)
     pairs = read_pairs(pairs_path)  # a bad row fails here, before anything is loaded or written
     base_path = resolve_model_path(model)
-    identity = run_identity(model, pairs_path, config)
+    mixed = mixed_precision(config, device, dtype)
+    identity = run_identity(model, pairs_path, config, mixed)
     if (out_dir / SUMMARY_FILE).is_file() and not force:
         return _finished_run(model, pairs_path, out_dir, config, identity)
     _prepare_out_dir(out_dir, identity, force)
     started = time.perf_counter()
-    trainer, output, reference, checkpoint = _run_trainer(model, pairs, out_dir, config, device,
+    trainer, output, reference, checkpoint = _run_trainer(model, pairs, out_dir, config, device, mixed=mixed,
                                                           base=model if str(model) in REGISTRY else base_path)
     if not trainer.is_world_process_zero():  # other processes of a multi-GPU run leave the files to the main one
         return TrainResult(out_dir=str(out_dir), n_pairs=len(pairs), steps=output.global_step, final_loss=None,
@@ -129,6 +151,7 @@ def train_dpo(model: str | Path, pairs_path: str | Path, out_dir: str | Path,
         "pairs_sha256_12": file_fingerprint(pairs_path), "config": training_record(config), "result": asdict(result),
         "versions": package_versions("torch", "transformers", "trl", "peft"), "seed": config.seed, "n_pairs": len(pairs),
         "final_loss": result.final_loss, "steps": result.steps, "seconds": result.seconds,
+        "precision": "bfloat16 autocast over float32 weights" if mixed else ("bfloat16" if config.bf16 else "float32"),
     })
     return result
 
@@ -161,7 +184,7 @@ def _prepare_out_dir(out_dir: Path, identity: dict[str, Any], force: bool) -> No
 
 
 def _run_trainer(model: str | Path, pairs: list[Pair], out_dir: Path, config: DPOTrainingConfig, device: str, *,
-                 base: str | Path) -> tuple[Any, Any, str, Path | None]:
+                 base: str | Path, mixed: bool = False) -> tuple[Any, Any, str, Path | None]:
     """Load the model, train (resuming from the latest checkpoint) and save it; returns the trainer, its output, where
     the reference log-probs came from, and the checkpoint resumed from."""
     # torch and datasets and peft load in seconds: imported only where used
@@ -177,7 +200,7 @@ def _run_trainer(model: str | Path, pairs: list[Pair], out_dir: Path, config: DP
     tokenizer = load_tokenizer(model)
     policy = load_model(model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     reference_hash = weights_hash(policy) if config.precompute_ref_log_probs else None  # before LoRA wraps it
-    args = _dpo_args(config, out_dir, use_cpu=_training_device(device).type == "cpu")
+    args = _dpo_args(config, out_dir, use_cpu=_training_device(device).type == "cpu", mixed=mixed)
     peft_config = None
     if config.lora:
         peft_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -200,8 +223,8 @@ def _run_trainer(model: str | Path, pairs: list[Pair], out_dir: Path, config: DP
     return trainer, output, reference, checkpoint
 
 
-def _dpo_args(config: DPOTrainingConfig, out_dir: Path, *, use_cpu: bool):
-    """TRL's ``DPOConfig`` for these settings."""
+def _dpo_args(config: DPOTrainingConfig, out_dir: Path, *, use_cpu: bool, mixed: bool = False):
+    """TRL's ``DPOConfig`` for these settings; ``mixed``: bfloat16 autocast over the float32 weights loaded."""
     # TRL loads in seconds: imported only where used
     from trl import DPOConfig
 
@@ -220,7 +243,7 @@ def _dpo_args(config: DPOTrainingConfig, out_dir: Path, *, use_cpu: bool):
         truncation_mode="keep_start",
         seed=config.seed,
         data_seed=config.seed,
-        bf16=config.bf16,
+        bf16=config.bf16 or mixed,
         use_cpu=use_cpu,
         gradient_checkpointing=config.gradient_checkpointing,
         precompute_ref_log_probs=config.precompute_ref_log_probs,
@@ -348,6 +371,8 @@ def _save_model(trainer: Any, tokenizer: Any, out_dir: Path, *, base: str, lora:
     tokenizer.save_pretrained(out_dir)
 
 
-def train_key(target_fingerprint: str, pairs_path: Path, config: DPOTrainingConfig) -> str:
-    """The trained policy's content key: the starting weights, the pairs file's bytes and every training setting."""
-    return stage_key("train", target_fingerprint, file_fingerprint(pairs_path), training_record(config))
+def train_key(target_fingerprint: str, pairs_path: Path, config: DPOTrainingConfig, mixed: bool = False) -> str:
+    """The trained policy's content key: the starting weights, the pairs file's bytes, every training setting and
+    the mixed precision the device policy chose (``mixed``, :func:`mixed_precision`; absent for float32)."""
+    precision = [precision_key("bfloat16")] if mixed else []
+    return stage_key("train", target_fingerprint, file_fingerprint(pairs_path), training_record(config), *precision)
