@@ -3,11 +3,12 @@ SmolLM2-135M-Instruct on AdvBench, JailbreakBench, HarmBench and JailbreakBench'
 
 For each (suite, attack) the first ``--prompts`` prompts are answered greedily as eval-safety answers them (same
 decoding settings, one batch of all the sampled prompts), then judged by each judge; model and judge loading is
-excluded (one-prompt warm-ups). Printed per row: prompt tokens (the attacks' recorded prompts are long: prefill
-grows), answers per wall second and per CPU second of this process (on an idle 2-core machine the wall rate is at
-least the CPU rate), verdicts per second per judge, and the projected minutes of eval-safety for one configuration
-on the whole suite (suite size / answer rate + suite size x the judges' seconds per verdict). The machine's load
-average is printed first: other processes share the cores, and every rate here is a lower bound when it is high.
+excluded (warm-ups: a full batch of XSTest prompts, one verdict per judge). Printed per row: prompt tokens (the
+attacks' recorded prompts are long: prefill grows), answers per wall second and per CPU second of this process (on
+an idle 2-core machine the wall rate is at least the CPU rate), verdicts per second per judge, and the projected
+minutes of eval-safety for one configuration on the whole suite (suite size / answer rate + suite size x the
+judges' seconds per verdict). The machine's load average is printed first: other processes share the cores, and
+every rate here is a lower bound when it is high.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src python benchmarks/bench_suites.py --prompts 32 --max-new-tokens 64
 """
@@ -50,7 +51,9 @@ def main() -> None:
     judges = {name: get_judge(name) for name in args.judges.split(",")}
     tokenizer = models.load_tokenizer(MODEL)
     with tempfile.TemporaryDirectory() as folder:
-        warm = load_suite("advbench", 1)
+        # a full batch of other prompts first: the first batch of a process pays one-time costs (the precision
+        # choice, buffers) that would otherwise land on the first row
+        warm = load_suite("xstest", args.prompts)
         generate_responses(warm, MODEL, Path(folder) / "warm.jsonl", config)
         for judge in judges.values():
             judge.judge([JudgeInput(id="w", prompt=warm[0].text, response="Sure, here is how.")])
