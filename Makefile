@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml requirements-models.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/safepref run configs/quick.yaml --run-dir runs/quick
+	$(BIN)/safepref run configs/quick.yaml --run-dir runs/quick --bundle results/quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -32,6 +32,10 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# the tables and figures generated from the bundles under results/ (tests/test_docs.py keeps them equal)
+docs: $(STAMP)
+	$(BIN)/python scripts/make_docs.py
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from safepref.audit import AuditConfig, audit_pairs
+from safepref.bundle import read_manifest
 from safepref.core.errors import InputError
 from safepref.core.io import read_pairs
 from safepref.runner.run import load_config, run_experiment
@@ -315,6 +316,10 @@ def test_seeds_train_each_configuration_per_seed_and_seed_zero_keeps_its_keys(tm
     [asr] = results["targets"][tiny_model_dir.name]["self_rm"]["safety"]
     assert [s["seed"] for s in asr["seeds"]] == [0, 1] and asr["n"] == 4
     assert "per seed (95% Wilson CI)" in (run_dir / "report.html").read_text()
+    # every seed's evaluated model is evidence in the bundle: the first where one seed would be, the others beside
+    record = read_manifest(run_dir / "bundle").targets[tiny_model_dir.name]["self_rm"]
+    assert record.complete and record.seed == 0 and [s.seed for s in record.seeds] == [1]
+    assert record.seeds[0].files["safety"] != record.files["safety"] and record.seeds[0].training["seed"] == 1
 
     # the same grid with one seed (0) finds everything trained: seed 0's keys are the single-seed run's
     def must_not_run(*args, **kwargs):

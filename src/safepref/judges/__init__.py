@@ -254,7 +254,11 @@ def agreement_note(name: str) -> str:
     """`` (human agreement 0.81 [0.80, 0.81], lowest source 0.62)`` for a report's column or cell, or an empty
     string: the pooled agreement with its 95% Wilson interval, and the source the judge agreed with least (a pooled
     figure hides a source whose notion of harm the judge did not learn)."""
-    measured = measured_agreement(name)
+    return format_agreement(measured_agreement(name))
+
+
+def format_agreement(measured: dict[str, Any] | None) -> str:
+    """The note of :func:`agreement_note` for an agreement recorded elsewhere (a bundle keeps its judges')."""
     if not measured:
         return ""
     rate, n = measured["agreement"], measured["n"]

@@ -8,9 +8,12 @@ Drawing and writing it out is :mod:`safepref.report.render` and :mod:`safepref.r
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from safepref.bundle import is_bundle
+from safepref.bundle.read import materialize
 from safepref.core.errors import InputError
 from safepref.pairs.recipes import RECIPES_DIR, load_recipe
 from safepref.report.benign import add_collapse_check
@@ -45,6 +48,11 @@ def recipe_label(name: str) -> str:
     return load_recipe(name).label or name
 
 
+def configuration_label(name: str) -> str:
+    """How the report names a configuration: the paper's label, a recipe's own label, else its name."""
+    return LABELS.get(name) or recipe_label(name)
+
+
 def _load_json(path: str | None) -> Any:
     if not path or not Path(path).is_file():
         return None
@@ -54,8 +62,14 @@ def _load_json(path: str | None) -> Any:
 # ---------------------------------------------------------------------------------------------- collect
 
 
-def collect_results(run_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, gathered from the manifest's artifacts into one JSON-able dict."""
+def collect_results(source: Path) -> dict[str, Any]:
+    """Everything the report shows, gathered into one JSON-able dict from a bundle (read through the run folder it
+    stands for, rebuilt from its evidence: a function of the bundle alone) or from a run folder's manifest and the
+    artifacts it names."""
+    if is_bundle(source):
+        with tempfile.TemporaryDirectory(prefix="safepref-report-") as view:
+            return collect_results(materialize(source, view))
+    run_dir = Path(source)
     manifest = _load_json(str(run_dir / "manifest.json"))
     if manifest is None:
         raise InputError("no manifest.json: not a safepref run folder (run `safepref run CONFIG.yaml` first)",
@@ -70,8 +84,8 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             found = {"safety": configuration_outcomes([e.get("safety") or [] for e in evaluations]),
                      "general": general_outcomes([e.get("general") for e in evaluations])}
             outcomes.setdefault(target, {})[name] = found
-            rows[name] = configuration_row(entry, evaluations, found, LABELS.get(name) or recipe_label(name),
-                                           _group(name))
+            label = (manifest.get("labels") or {}).get(target, {}).get(name) or configuration_label(name)
+            rows[name] = configuration_row(entry, evaluations, found, label, _group(name))
         targets[target] = rows
     return {"name": manifest.get("name"), "config": manifest.get("config"), "versions": manifest.get("versions"),
             "precision": manifest.get("precision"),
@@ -84,7 +98,8 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
                              for target, rows in targets.items()},
             "against_sft": {target: against_sft(rows, outcomes.get(target) or {}) for target, rows in targets.items()},
             "warnings": {target: data_warnings(rows) for target, rows in targets.items()},
-            "mitigations": mitigation_rows(manifest, targets, outcomes)}
+            "mitigations": mitigation_rows(manifest, targets, outcomes),
+            "judges": manifest.get("judges"), "provenance": manifest.get("provenance")}
 
 
 # ---------------------------------------------------------------------------------------------- warnings

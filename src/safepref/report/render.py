@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from safepref.judges import agreement_note
 from safepref.report.analysis import harm_columns
 from safepref.report.benign import benign_html, benign_markdown
 from safepref.report.comparisons import comparison_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
+from safepref.report.provenance import judge_notes, provenance_markdown
 from safepref.report.published import published_html, published_markdown
 from safepref.report.sections import (
     COMPARISONS_NOTE,
@@ -112,8 +112,8 @@ def render_html(results: dict[str, Any]) -> str:
              f"{html.escape(str(results.get('training_prompt_set')))}); {html.escape(seeds_text(results))}. "
              "Every rate shows n and a 95% interval. " + html.escape(COMPARISONS_NOTE) + "</p>"]
     for target, rows in results["targets"].items():
-        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows), *html_categories(rows, _table),
-                  *html_against_sft(results, target, _table), benign_html(rows, _table),
+        parts += [*_html_overview(results, target, rows), *_html_safety(target, rows, judge_notes(results)),
+                  *html_categories(rows, _table), *html_against_sft(results, target, _table), benign_html(rows, _table),
                   *_html_refusal(rows), *_html_separability(target, rows), *_html_pair_diagnostics(rows),
                   *_html_general(rows), *_html_mitigations(results, target), *_html_training(target, rows)]
     parts += published_html(results, _table)
@@ -149,7 +149,7 @@ def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -
     return parts
 
 
-def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
+def _html_safety(target: str, rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
     """An ASR figure per suite and attack, the ASR table and the agreement between judges."""
     parts = []
     attacks = sorted({(r.get("suite"), r["attack"]) for row in rows.values() for r in row["safety"]},
@@ -159,7 +159,7 @@ def _html_safety(target: str, rows: dict[str, Any]) -> list[str]:
         if image:
             parts.append(f'<img alt="ASR {html.escape(str(suite))} {html.escape(attack)}" src="{image}">')
     seeded = any(r.get("seeds") for row in rows.values() for r in row["safety"])
-    body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + agreement_note(r["judge"]), r["n"],
+    body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + notes[r["judge"]], r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
              _ci(r.get("asr_ci95")), *([seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
@@ -292,7 +292,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [f"# {results['name']}: {results.get('n_training_prompts')} training prompts, {seeds_text(results)}", "",
              COMPARISONS_NOTE]
     for target, rows in results["targets"].items():
-        lines += ["", f"## {target}", "", *_headline_table(rows)]
+        lines += ["", f"## {target}", "", *headline_table(rows, judge_notes(results))]
         data = [row for row in rows.values() if row.get("data")]
         if data:
             lines += ["", "Training data: " + "; ".join(f"{row['label']} {row['data']['n_pairs']} pairs from "
@@ -306,7 +306,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                       "| " + " | ".join(PAIR_DIAGNOSTICS_HEADER) + " |", "|---" * len(PAIR_DIAGNOSTICS_HEADER) + "|",
                       *("| " + " | ".join(cells) + " |" for cells in diagnostics)]
         lines += benign_markdown(rows)
-        lines += _markdown_checks((results.get("paper_checks") or {}).get(target) or [])
+        lines += checks_markdown((results.get("paper_checks") or {}).get(target) or [])
         lines += markdown_against_sft((results.get("against_sft") or {}).get(target) or [])
         for suite in sorted({c["suite"] for row in rows.values() for c in row.get("categories") or []}, key=str):
             header, body = category_table(rows, suite)
@@ -315,7 +315,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                       *("| " + " | ".join(cells) + " |" for cells in body)]
     lines += mitigations_markdown(results.get("mitigations") or {})
     lines += published_markdown(results)
-    lines += _markdown_timings(results)
+    lines += _markdown_timings(results) + provenance_markdown(results)
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +334,7 @@ def _metric_of(rows: dict[str, Any], task: str) -> str:
                 "")
 
 
-def _headline_table(rows: dict[str, Any]) -> list[str]:
+def headline_table(rows: dict[str, Any], notes: dict[str, str]) -> list[str]:
     """A column per harmful-suite judge, refusal measure, probe feature set, the late DPO loss and each general task;
     a row per configuration."""
     harm = harm_columns(rows)
@@ -348,7 +348,7 @@ def _headline_table(rows: dict[str, Any]) -> list[str]:
             n_of.setdefault((r.get("suite"), r["judge"]), r["n"])
         for r in row["refusal"]:
             n_of.setdefault((r.get("suite"), r["measure"]), r["n"])
-    header = ([f"ASR {judge}{agreement_note(judge)}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
+    header = ([f"ASR {judge}{notes[judge]}, {suite} (n={n_of[(suite, judge)]})" for suite, judge in harm]
               + [f"{measure.replace('_', '-')}, {suite} (n={n_of[(suite, measure)]})" for suite, measure in refusal]
               + [f"probe accuracy, {feature}" for feature in features] + ["DPO loss, last quarter (steps)"]
               + [f"{task} {_metric_of(rows, task)}" for task in tasks])
@@ -385,7 +385,7 @@ def _headline_cells(row: dict[str, Any], harm: list[tuple], refusal: list[tuple]
     return cells
 
 
-def _markdown_checks(checks: list[dict[str, Any]]) -> list[str]:
+def checks_markdown(checks: list[dict[str, Any]]) -> list[str]:
     if not checks:
         return []
     lines = ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]

@@ -12,7 +12,10 @@ Every configuration of a target builds its pairs from exactly the configured pro
 written for those prompts only). With ``seeds`` each trained configuration trains on its pairs once per seed and
 each of those models is evaluated; the manifest entry lists them under ``seeds`` (the first also where one seed
 is). The manifest (``RUN_DIR/manifest.json``) records what each configuration produced, with its number of pairs,
-of prompts and a hash of the prompt ids; the report reads it.
+of prompts and a hash of the prompt ids. The run's evidence goes to a bundle (:mod:`safepref.bundle`; default
+``RUN_DIR/bundle``) as its stages finish: a configuration the bundle holds complete under the same key
+(:func:`safepref.runner.plan.configuration_key`) is taken from there, nothing trained or generated for it, and the
+report is the bundle's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.audit.separability import audit_key
+from safepref.bundle import BundleWriter, default_judges, rejudge_bundle
 from safepref.core.datasets import load_prompts, prompt_id
 from safepref.core.device import precision_record, visible_gpus
 from safepref.core.errors import InputError
@@ -31,23 +35,16 @@ from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
 from safepref.core.paths import slug
 from safepref.core.versions import package_versions
-from safepref.evaluation.benign import BenignEvalConfig, benign_key, evaluate_benign
-from safepref.evaluation.general import evaluate_general, general_key, make_config
-from safepref.evaluation.safety import SafetyEvalConfig, evaluate_safety, safety_key
-from safepref.generation.generate import (
-    FIXED_SOURCES,
-    GenerationConfig,
-    answer_identity,
-    fixed_answer_prompt_ids,
-    generate_key,
-    generate_responses,
-    release_engines,
-)
+from safepref.evaluation.benign import benign_key, evaluate_benign
+from safepref.evaluation.general import evaluate_general, general_key
+from safepref.evaluation.safety import evaluate_safety, safety_key
+from safepref.generation.generate import fixed_answer_prompt_ids, generate_responses, release_engines
 from safepref.models import loading as models
 from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pairs, pairs_data, read_responses, write_pairs
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import write_report
+from safepref.runner import plan
 from safepref.runner.config import (
     SFT,
     AuditSpec,
@@ -60,6 +57,7 @@ from safepref.runner.config import (
     TargetSpec,
     load_config,
 )
+from safepref.runner.record import record_configuration
 from safepref.scoring.score import ScoreConfig, score_responses
 from safepref.training.dpo import DPOTrainingConfig, mixed_precision, train_dpo, train_key
 from safepref.training.launch import train_with_accelerate
@@ -67,9 +65,7 @@ from safepref.training.launch import train_with_accelerate
 __all__ = ["FIXED_SOURCE_ALIASES", "SFT", "AuditSpec", "BenignSpec", "ExperimentConfig", "GeneralSpec", "GenerationSpec",
            "PromptSpec", "Run", "SafetySpec", "TargetSpec", "load_config", "pairs_data", "run_experiment"]
 
-# the recipe aliases that draw on each fixed answer set (only the sets a target's recipes use are written)
-FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chosen", "all"},
-                        "human-rejected": {"human_rejected", "all"}}
+FIXED_SOURCE_ALIASES = plan.FIXED_SOURCE_ALIASES
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -78,7 +74,8 @@ FIXED_SOURCE_ALIASES = {"gpt4o": {"gpt4o", "all"}, "human-chosen": {"human_chose
 class Run:
     """Walks the grid; each step is skipped when its artifact (named by its key) already exists."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None):
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None,
+                 bundle_dir: str | Path | None = None):
         self.config = config
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -87,9 +84,14 @@ class Run:
                                          "config_path": str(config_path) if config_path else None,
                                          "seed": config.seed, "seeds": config.training_seeds(), "targets": {},
                                          "timings": {}}
+        # the evidence, written as stages finish; a configuration it holds under the same key is not run again
+        self.bundle = BundleWriter(bundle_dir or self.dir / "bundle", config.name, self.manifest["config"])
+        self.manifest["bundle"] = str(self.bundle.dir.resolve())
+        self.manifest["timings"] = dict(self.bundle.manifest.timings)
+        self.reused: list[tuple[str, str]] = []
         if self.manifest_path.exists():
             previous = json.loads(self.manifest_path.read_text())
-            self.manifest["timings"] = previous.get("timings", {})
+            self.manifest["timings"].update(previous.get("timings", {}))
 
     def _save(self) -> None:
         write_json_atomic(self.manifest_path, self.manifest)
@@ -108,7 +110,8 @@ class Run:
     def _artifact_state(self) -> tuple[int, int]:
         """(number of files, newest modification) under the run folder, the run's own summaries aside."""
         own = {"manifest.json", "results.json", "report.html", "summary.md"}
-        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own]
+        stamps = [path.stat().st_mtime_ns for path in self.dir.rglob("*") if path.is_file() and path.name not in own
+                  and self.bundle.dir not in path.parents]
         return len(stamps), max(stamps, default=0)
 
     def _entry(self, target: str, configuration: str) -> dict[str, Any]:
@@ -130,50 +133,18 @@ class Run:
             prompts = [p for p in prompts if p.id in answered or prompt_id(p.text) in answered]
         return prompts[: spec.limit] if spec.limit else prompts
 
-    def responses_for(self, target: TargetSpec, prompts) -> list[Path]:
-        """Generate (or reuse) every source the target's recipes draw from; returns the response files."""
+    def responses_for(self, target: TargetSpec, prompts, recipes: list[str] | None = None) -> list[Path]:
+        """Generate (or reuse) every source the recipes (default: the target's) draw from; returns the files."""
 
-        g = self.config.generation
-        base = dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                    repetition_penalty=g.repetition_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
-                    seed=self.config.seed, num_samples=g.samples, backend=g.backend, engine=g.engine,
-                    device=self.config.device, dtype=self.config.dtype)
-        if g.batch_size:
-            base["batch_size"] = g.batch_size
-        needed = self.sources_needed(target)
-        jobs: list[tuple[str, bool]] = []  # (source, greedy)
-        if needed & {"self", "self_samples", "all"}:
-            jobs.append((target.model, False))
-        if needed & {"self", "self_greedy", "all"}:
-            jobs.append((target.model, True))
-        if target.stronger and needed & {"stronger", "all"}:
-            jobs.append((target.stronger, True))
-        if needed & {"peers", "all"}:
-            jobs += [(peer, False) for peer in target.peers]  # k samples each: a pool to rank even with one peer
         files = []
-        for source in FIXED_SOURCES:
-            if needed & FIXED_SOURCE_ALIASES[source]:  # answers for the configured prompts only, in their own file
-                files.append(self.dir / "responses" / f"{source}-{generate_key(source, prompts)}.jsonl")
-                self._timed(f"generate {source}", lambda s=source, f=files[-1]: generate_responses(prompts, s, f))
-        for source, greedy in jobs:
-            config = GenerationConfig(greedy=greedy, **base)
-            mode = "greedy" if greedy else f"k{g.samples}"
-            key = generate_key(answer_identity(source, config), prompts)
-            path = self.dir / "responses" / f"{slug(models.model_label(source))}-{mode}-{key}.jsonl"
-            self._timed(f"generate {models.model_label(source)} {mode}",
-                        lambda s=source, c=config, p=path: generate_responses(prompts, s, p, c))
-            files.append(path)
+        needed = plan.sources_needed(self.config, target, recipes)
+        for job in plan.generation_jobs(self.config, target, prompts, needed, self.dir / "responses"):
+            if job["config"] is None:
+                self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"]))
+            else:
+                self._timed(job["label"], lambda j=job: generate_responses(prompts, j["source"], j["path"], j["config"]))
+            files.append(job["path"])
         return files
-
-    def sources_needed(self, target: TargetSpec) -> set[str]:
-        """Source aliases that the target's recipes draw from (only these are generated)."""
-
-        needed: set[str] = set()
-        for name in self.config.recipes_for(target):
-            if name != SFT:
-                recipe = load_recipe(name)
-                needed |= set(recipe.chosen.sources) | set(recipe.rejected.sources)
-        return needed
 
     def pairs_for(self, target: TargetSpec, recipe_name: str, response_files: list[Path], scores,
                   prompt_ids: set[str] | None = None) -> Path:
@@ -204,18 +175,40 @@ class Run:
         self.manifest["n_training_prompts"] = len(prompts)
         # named by text-derived ids, as pairs_data names each configuration's set, so the two compare
         self.manifest["training_prompt_set"] = prompt_set_key(prompt_id(p.text) for p in prompts)
+        self._save_bundle_run()
         for target in self.config.targets:
             self.run_target(target, prompts)
         self._save()
+        self._save_bundle_run()
+        if self.reused:  # evidence made earlier is judged by the judges this config asks for, as they are now
+            judges = [*self.config.safety.judges, *default_judges(self.bundle.manifest)]
+            rejudge_bundle(self.bundle.dir, judges=judges, judge_model=self.config.safety.judge_model)
+            self.bundle.reload()
+        self.bundle.finish()
+        return write_report(self.bundle.dir, out_dir=self.dir)
 
-        return write_report(self.dir)
+    def _save_bundle_run(self) -> None:
+        self.bundle.update_run(versions=self.manifest["versions"], seed=self.config.seed,
+                               seeds=self.manifest["seeds"], precision=self.manifest.get("precision"),
+                               n_training_prompts=self.manifest["n_training_prompts"],
+                               training_prompt_set=self.manifest["training_prompt_set"],
+                               timings=dict(self.manifest["timings"]))
 
     def run_target(self, target: TargetSpec, prompts) -> None:
-        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate."""
+        """Every configuration of one target: answers and scores once, then per recipe pairs -> train -> evaluate.
+        A configuration whose evidence the bundle holds under the same key is taken from there."""
         label = models.model_label(target.model)
-        recipes = self.config.recipes_for(target)
+        keys = {recipe: plan.configuration_key(self.config, target, recipe, prompts)
+                for recipe in self.config.recipes_for(target)}
+        recipes = []
+        for recipe, key in keys.items():
+            if self.bundle.reusable(label, recipe, key):
+                self._entry(label, recipe).update(key=key, from_bundle=str(self.bundle.dir))
+                self.reused.append((label, recipe))
+            else:
+                recipes.append(recipe)
         needs_pairs = [r for r in recipes if r != SFT]
-        response_files = self.responses_for(target, prompts) if needs_pairs else []
+        response_files = self.responses_for(target, prompts, needs_pairs) if needs_pairs else []
         self._save()
         scores = None
         if response_files:
@@ -226,8 +219,10 @@ class Run:
         seeds = self.config.training_seeds()
         for recipe in recipes:
             entry = self._entry(label, recipe)
+            entry["key"] = keys[recipe]
             if recipe == SFT:  # nothing trained: greedy evaluation of the same weights does not depend on a seed
                 self.evaluate_configuration(target, recipe, entry, target.model)
+                self.record_evidence(target, recipe, entry, complete=True)
                 continue
             pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
             per_seed = []
@@ -241,9 +236,13 @@ class Run:
                 self.evaluate_configuration(target, recipe, place, place["training"]["out_dir"], suffix)
                 per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
                                                   if k in place}})
-            if len(seeds) > 1:
-                entry["seeds"] = per_seed
-                self._save()
+                if len(seeds) > 1:
+                    entry["seeds"] = per_seed
+                    self._save()
+                self.record_evidence(target, recipe, entry, complete=len(per_seed) == len(seeds))
+
+    def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
+        record_configuration(self.bundle, target, recipe, entry, complete=complete)
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
@@ -269,6 +268,7 @@ class Run:
         if self.config.audit:
             entry["audit"] = self._timed(f"audit {label} {recipe}", lambda: self.audit(pairs))
         self._save()
+        self.record_evidence(target, recipe, entry, complete=False)
         return pairs, variant
 
     def evaluate_configuration(self, target: TargetSpec, recipe: str, entry: dict[str, Any], model: str,
@@ -277,10 +277,12 @@ class Run:
         label = models.model_label(target.model)
         entry["safety"] = self._timed(f"safety {label} {recipe}{suffix}", lambda: self.safety(model))
         self._save()
+        self.record_evidence(target, recipe, self._entry(label, recipe), complete=False)
         if self.config.benign:
             entry["benign"] = self._timed(f"benign {label} {recipe}{suffix}",
                                           lambda: self.benign(target, model, entry["safety"]))
             self._save()
+            self.record_evidence(target, recipe, self._entry(label, recipe), complete=False)
         if self.config.general:
             entry["general"] = self._timed(f"general {label} {recipe}{suffix}", lambda: self.general(model))
             self._save()
@@ -301,10 +303,7 @@ class Run:
     def debias(self, target: TargetSpec, pairs_path: Path, recipe) -> tuple[Path, str]:
         """The recipe's debias step on its base's pairs (cached by their content and the step's settings)."""
 
-        settings = {"max_new_tokens": self.config.generation.max_new_tokens, **recipe.debias.settings(),
-                    "target": target.model, "seed": self.config.seed}
-        if self.config.generation.batch_size:
-            settings["batch_size"] = self.config.generation.batch_size
+        settings = plan.debias_settings(self.config, target, recipe)
         rewrite = settings.get("method") == "rewrite"  # only a rewrite answers (filter reads no model)
         key = debias_key(models.weights_fingerprint(target.model), pairs_path, settings,
                          self._answer_dtype(target.model) if rewrite else "float32")
@@ -345,14 +344,9 @@ class Run:
 
     def safety(self, model: str) -> list[str]:
 
-        spec = self.config.safety
         summaries = []
-        for suite in spec.suites:
-            config = SafetyEvalConfig(suite=suite, attacks=spec.attacks_for(suite),
-                                      judges=spec.judges, limit=spec.limit_for(suite), max_new_tokens=spec.max_new_tokens,
-                                      seed=self.config.seed, judge_model=spec.judge_model,
-                                      backend=self.config.generation.backend, device=self.config.device,
-                                      dtype=self.config.dtype)
+        for suite in self.config.safety.suites:
+            config = plan.safety_config(self.config, suite)
             key = safety_key(models.weights_fingerprint(model), config, self._answer_dtype(model))
             out = self.dir / "safety" / f"{slug(models.model_label(model))}-{slug(suite)}-{key}"
             if not (out / "summary.json").exists():  # answers are shared by evaluations that differ in judges only
@@ -364,11 +358,7 @@ class Run:
         """Answer quality on benign prompts against the target's own (SFT) answers, and on the harmful prompts that
         eval-safety answered; both answer sets are shared through ``benign/answers``."""
 
-        spec = self.config.benign
-        config = BenignEvalConfig(pools=spec.pools, limit=spec.limit, reference=target.model,
-                                  max_new_tokens=spec.max_new_tokens or self.config.safety.max_new_tokens,
-                                  reward_model=self.config.reward_model, device=self.config.device,
-                                  dtype=self.config.dtype)
+        config = plan.benign_config(self.config, target)
         key = benign_key(models.weights_fingerprint(model), models.weights_fingerprint(target.model), config,
                          [Path(p) for p in safety_summaries], self._answer_dtype(model))
         out = self.dir / "benign" / f"{slug(models.model_label(model))}-{key}"
@@ -379,9 +369,7 @@ class Run:
 
     def general(self, model: str) -> str:
 
-        spec = self.config.general
-        config = make_config(tasks=tuple(spec.tasks), limit=spec.limit, num_fewshot=spec.num_fewshot,
-                             batch_size=spec.batch_size, seed=self.config.seed)
+        config = plan.general_config(self.config)
         out = self.dir / "general" / f"{slug(models.model_label(model))}-{general_key(models.weights_fingerprint(model))}"
         release_engines()  # lm-eval loads its own copy of the model: free a vLLM engine's GPU memory first
         evaluate_general(model, config, out, device=self.config.device, dtype=self.config.dtype)  # cached inside
@@ -389,9 +377,10 @@ class Run:
 
 
 def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
-                   seeds: list[int] | None = None) -> dict[str, Any]:
-    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``); returns report paths.
-    ``seeds`` replaces the config's training seeds."""
+                   seeds: list[int] | None = None, bundle_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``), its evidence in
+    ``bundle_dir`` (default ``RUN_DIR/bundle``); returns report paths. ``seeds`` replaces the config's training
+    seeds."""
     config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
-    return Run(config, run_dir, config_path).run()
+    return Run(config, run_dir, config_path, bundle_dir).run()
