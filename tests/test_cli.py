@@ -51,7 +51,7 @@ def test_two_response_files_after_one_flag_reach_the_command(tmp_path):
 
 
 def test_progress_labels_name_model_and_recipe_not_hashes(tmp_path):
-    from safepref.models.loading import display_name
+    from safepref.models.loading import display_name, set_display_name
 
     trained = tmp_path / "stronger_self-1a5a0a9471a7-e605bfa41e28"  # how the runner names a trained model
     trained.mkdir()
@@ -63,6 +63,8 @@ def test_progress_labels_name_model_and_recipe_not_hashes(tmp_path):
     untrained = tmp_path / "my-model"
     untrained.mkdir()
     assert display_name(untrained) == "my-model"
+    set_display_name(trained, "Stronger+Self, seed 2")  # what a run calls the model it trained
+    assert display_name(str(trained)) == "Stronger+Self, seed 2"
 
 
 def test_a_zero_token_budget_is_refused_before_anything_is_written(tmp_path):

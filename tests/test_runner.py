@@ -10,6 +10,7 @@ from safepref.audit import AuditConfig, audit_pairs
 from safepref.bundle import read_manifest
 from safepref.core.errors import InputError
 from safepref.core.io import read_pairs
+from safepref.models.loading import display_name
 from safepref.runner.run import load_config, run_experiment
 
 from .conftest import run_cli
@@ -109,6 +110,8 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
     assert len(data) == 2 and {(d["n_prompts"], d["prompt_set"]) for d in data} == \
         {(6, results["training_prompt_set"])}
     assert not any("prompt sets" in warning for warning in results["warnings"][tiny_model_dir.name])
+    # progress bars and log lines name a trained model by its recipe and seed, not by its hashed folder
+    assert display_name(rows["self_rm"]["training"]["out_dir"]) == "Self+RM, seed 0"
     page = (run_dir / "report.html").read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
@@ -334,3 +337,17 @@ def test_seeds_train_each_configuration_per_seed_and_seed_zero_keeps_its_keys(tm
 
     bad = run_cli("run", str(single), "--run-dir", str(run_dir), "--seeds", "0,0")
     assert bad.returncode == 2 and "seeds repeat" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pairs_only_builds_and_audits_every_configuration_and_trains_nothing(tmp_path, tiny_model_dir):
+    path = _config(tmp_path, tiny_model_dir)
+    run_dir = tmp_path / "run"
+    result = run_cli("run", str(path), "--run-dir", str(run_dir), "--pairs-only")
+    assert result.returncode == 0, result.stderr
+    assert not (run_dir / "models").exists() and not (run_dir / "safety").exists()
+    rows = json.loads((run_dir / "results.json").read_text())["targets"][tiny_model_dir.name]
+    for recipe in ("gpt4o_self", "self_rm"):  # what each recipe's pairs carry, measured before any training
+        assert rows[recipe]["audit"]["n_pairs"] > 0 and "safety" not in rows[recipe] and "training" not in rows[recipe]
+    # the bundle holds the pairs but no configuration complete: a later full run trains and evaluates every one
+    held = json.loads((run_dir / "bundle" / "manifest.json").read_text())["targets"][tiny_model_dir.name]
+    assert set(held) == {"gpt4o_self", "self_rm"} and not any(entry["complete"] for entry in held.values())

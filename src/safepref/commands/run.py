@@ -42,10 +42,14 @@ def register(app: typer.Typer) -> None:
         bundle: Path = typer.Option(None, "--bundle", help="Bundle folder for the run's evidence (default "
                                     "RUN_DIR/bundle), e.g. results/<name> to commit it. A configuration it already "
                                     "holds under the same key is not trained or evaluated again."),
+        pairs_only: bool = typer.Option(False, "--pairs-only", help="Stop after building and auditing every "
+                                        "configuration's pairs: what each recipe's data carries (pair diagnostics, "
+                                        "separability), before anything is trained or evaluated."),
     ) -> None:
         """Run a whole experiment grid: generate, score, build, audit, train, evaluate, report."""
 
-        paths = run_experiment(config, run_dir, seeds=parse_seeds(seeds) if seeds else None, bundle_dir=bundle)
+        paths = run_experiment(config, run_dir, seeds=parse_seeds(seeds) if seeds else None, bundle_dir=bundle,
+                               pairs_only=pairs_only)
         Console().print(f"report: {paths['report']}\nresults: {paths['results']}\nsummary: {paths['summary']}")
 
     @app.command("report", epilog="Example: safepref report results/quick --markdown")

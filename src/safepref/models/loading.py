@@ -43,7 +43,8 @@ __all__ = ["CONFIG_FILES", "DEFAULT_TARGET", "EMBEDDING_MODEL", "READY_MARKER", 
            "WEIGHT_SUFFIXES", "BundledModel", "display_name", "dtype_name_for", "get_bundled", "is_adapter",
            "is_prepared", "load_embedder",
            "load_model", "load_tokenizer", "merged_adapter_dir", "model_label", "parameter_count", "placement_for",
-           "prepare_model", "prepared_dir", "resolve_model_path", "sha256_of", "verify_model", "weights_fingerprint"]
+           "prepare_model", "prepared_dir", "resolve_model_path", "set_display_name",
+           "sha256_of", "verify_model", "weights_fingerprint"]
 
 READY_MARKER = "safepref-prepared.json"
 
@@ -302,9 +303,23 @@ def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
 _KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12,16})+$")  # the content keys the runner appends to artifact names
 
 
+# labels a caller gave a model folder for this process (a run names a trained model by recipe and seed)
+_DISPLAY_LABELS: dict[str, str] = {}
+
+
+def set_display_name(path: str | Path, label: str) -> None:
+    """Name the model at ``path`` in progress bars and log lines as ``label`` (e.g. ``Self+RM, seed 1``)."""
+    _DISPLAY_LABELS[str(Path(path).resolve())] = label
+
+
 def display_name(name_or_path: str | Path) -> str:
-    """What a person recognises a model by, for progress bars (a label, never a key): a DPO-trained folder reads as
-    its base model and the pairs' recipe (``smollm2-135m-instruct DPO stronger_self``), not as its hashed name."""
+    """What a person recognises a model by, for progress bars (a label, never a key): the label a run gave it
+    (``Self+RM, seed 1``), else for a DPO-trained folder its base model and the pairs' recipe
+    (``smollm2-135m-instruct DPO stronger_self``), not its hashed name."""
+    with contextlib.suppress(OSError, ValueError):
+        label = _DISPLAY_LABELS.get(str(Path(str(name_or_path)).resolve()))
+        if label:
+            return label
     summary = Path(str(name_or_path)) / "train_summary.json"
     if summary.is_file():
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

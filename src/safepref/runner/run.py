@@ -34,6 +34,7 @@ from safepref.core.errors import InputError
 from safepref.core.io import file_fingerprint, read_pairs, write_json_atomic
 from safepref.core.keys import prompt_set_key
 from safepref.core.paths import slug
+from safepref.core.progress import announce
 from safepref.core.versions import package_versions
 from safepref.evaluation.benign import benign_key, evaluate_benign
 from safepref.evaluation.general import evaluate_general, general_key
@@ -44,6 +45,7 @@ from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pai
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import write_report
+from safepref.report.analysis import configuration_label
 from safepref.runner import plan
 from safepref.runner.config import (
     SFT,
@@ -75,8 +77,11 @@ class Run:
     """Walks the grid; each step is skipped when its artifact (named by its key) already exists."""
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, config_path: str | Path | None = None,
-                 bundle_dir: str | Path | None = None):
+                 bundle_dir: str | Path | None = None, pairs_only: bool = False):
         self.config = config
+        # stop once every configuration's pairs are built and audited: what each recipe's data carries, measured
+        # before anything is trained (a study's design is fixed from it, blind to any outcome)
+        self.pairs_only = pairs_only
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
@@ -220,18 +225,26 @@ class Run:
         for recipe in recipes:
             entry = self._entry(label, recipe)
             entry["key"] = keys[recipe]
+            if recipe == SFT and self.pairs_only:
+                continue
             if recipe == SFT:  # nothing trained: greedy evaluation of the same weights does not depend on a seed
                 self.evaluate_configuration(target, recipe, entry, target.model)
                 self.record_evidence(target, recipe, entry, complete=True)
                 continue
             pairs, variant = self.prepare_pairs(target, recipe, entry, response_files, scores, prompt_ids)
+            if self.pairs_only:
+                continue
             per_seed = []
             for seed in seeds:  # the first seed's results stay at the entry's top level, as with one seed
                 place, suffix = (entry if seed == seeds[0] else {}), f" seed {seed}" * (len(seeds) > 1)
                 # without `seeds` the training settings keep their own seed: single-seed runs keep their keys
                 overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
+                seed_used = DPOTrainingConfig(**{**self.config.training_for(target), **overrides}).seed
+                name = self.display_name(target, recipe, seed_used)
+                announce(f"training {name}")
                 place["training"] = self._timed(f"train {label} {recipe}{suffix}",
                                                 lambda o=overrides, p=pairs: self.train(target, p, o))
+                models.set_display_name(place["training"]["out_dir"], name)
                 self._save()
                 self.evaluate_configuration(target, recipe, place, place["training"]["out_dir"], suffix)
                 per_seed.append({"seed": seed, **{k: place[k] for k in ("training", "safety", "benign", "general")
@@ -240,6 +253,12 @@ class Run:
                     entry["seeds"] = per_seed
                     self._save()
                 self.record_evidence(target, recipe, entry, complete=len(per_seed) == len(seeds))
+
+    def display_name(self, target: TargetSpec, recipe: str, seed: int) -> str:
+        """How progress bars and log lines name a trained configuration: ``Self+RM, seed 1`` (its recipe's label and
+        seed, never its key), with the target's name in front when the grid has several."""
+        name = f"{configuration_label(recipe)}, seed {seed}"
+        return f"{models.model_label(target.model)} {name}" if len(self.config.targets) > 1 else name
 
     def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
         record_configuration(self.bundle, target, recipe, entry, complete=complete)
@@ -377,10 +396,11 @@ class Run:
 
 
 def run_experiment(config_path: str | Path, run_dir: str | Path | None = None,
-                   seeds: list[int] | None = None, bundle_dir: str | Path | None = None) -> dict[str, Any]:
+                   seeds: list[int] | None = None, bundle_dir: str | Path | None = None,
+                   pairs_only: bool = False) -> dict[str, Any]:
     """Run (or finish) the grid of ``config_path`` in ``run_dir`` (default ``runs/<name>``), its evidence in
     ``bundle_dir`` (default ``RUN_DIR/bundle``); returns report paths. ``seeds`` replaces the config's training
-    seeds."""
+    seeds; ``pairs_only`` stops after every configuration's pairs are built and audited."""
     config = load_config(config_path, seeds=seeds)
     run_dir = Path(run_dir) if run_dir else Path("runs") / config.name
-    return Run(config, run_dir, config_path, bundle_dir).run()
+    return Run(config, run_dir, config_path, bundle_dir, pairs_only=pairs_only).run()
