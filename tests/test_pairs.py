@@ -124,7 +124,32 @@ def test_empty_and_identical_sides_are_dropped_and_counted(workdir):
                  for r in responses]
     summary = BuildSummary(recipe="peer_rm", target=TARGET)
     pairs = build_pairs(recipe, responses, scores, TARGET, BuildConfig(peers=PEERS), summary=summary)
-    assert summary.dropped_empty == 1 and summary.dropped_identical == 1 and len(pairs) == 48
+    # the empty answer is no candidate, which leaves prompt 3's pool one answer: the same text on both sides
+    assert summary.dropped_empty == 0 and summary.dropped_identical == 2 and len(pairs) == 48
+    # a side with no other candidate stays empty, and its pair is dropped
+    p5 = saferlhf_prompts()[5].id
+    silent = [r.model_copy(update={"text": " "}) if r.prompt_id == p5 and r.source == STRONGER else r
+              for r in responses]
+    summary = BuildSummary(recipe="stronger_self", target=TARGET)
+    pairs = build_pairs(load_recipe("stronger_self"), silent, None, TARGET, BuildConfig(stronger=STRONGER),
+                        summary=summary)
+    assert summary.dropped_empty == 1 and p5 not in {pair.id.split("|")[1] for pair in pairs}
+
+
+def test_an_empty_answer_is_never_the_worst_of_a_pool(workdir):
+    """All+RM ranks every source's answers: an empty one (shortest, so worst by this stand-in reward) would drop the
+    prompt; it is passed over and the next-worst answer is the rejected side."""
+    responses = read_responses([workdir / "responses.jsonl"])
+    scores = read_records(workdir / "scores.jsonl", Score)
+    summary = BuildSummary(recipe="all_rm", target=TARGET)
+    pairs = build_pairs(load_recipe("all_rm"), responses, scores, TARGET,
+                        BuildConfig(stronger=STRONGER, peers=PEERS), summary=summary)
+    p3 = saferlhf_prompts()[3].id
+    [pair] = [pair for pair in pairs if pair.id == f"all_rm|{p3}"]
+    assert pair.rejected_text.strip() and summary.dropped_empty == 0
+    by_id = {s.response_id: s.score for s in scores}
+    pool = [r for r in responses if r.prompt_id == p3 and r.text.strip()]
+    assert pair.rejected_from.score == min(by_id[r.id] for r in pool)
 
 
 def test_missing_score_names_the_response(workdir):
