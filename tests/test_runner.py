@@ -351,3 +351,14 @@ def test_pairs_only_builds_and_audits_every_configuration_and_trains_nothing(tmp
     # the bundle holds the pairs but no configuration complete: a later full run trains and evaluates every one
     held = json.loads((run_dir / "bundle" / "manifest.json").read_text())["targets"][tiny_model_dir.name]
     assert set(held) == {"gpt4o_self", "self_rm"} and not any(entry["complete"] for entry in held.values())
+
+
+def test_every_shipped_config_is_valid():
+    """A config a user is told to run must load: keys, recipes, suites and limits validated before any stage."""
+    shipped = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(shipped) >= 5
+    for path in shipped:
+        config = load_config(path)
+        assert config.targets and config.recipes, path.name
+    science = load_config(Path(__file__).resolve().parents[1] / "configs" / "science.yaml")
+    assert science.training_seeds() == [0, 1, 2] and science.safety.limit_for("harmbench") is None
