@@ -19,7 +19,7 @@ from safepref.core.paired import (
     paired_sample_size,
     verdict,
 )
-from safepref.core.stats import paired_difference_interval
+from safepref.core.stats import paired_difference_interval, rank_correlation_interval, spearman_interval
 from tests.conftest import run_cli
 
 
@@ -153,6 +153,26 @@ def test_paired_scores_match_the_paired_t_test():
     assert result["p_value"] == pytest.approx(expected.pvalue)
     low, high = result["difference_ci95"]
     assert low < 0.125 < high and result["first_only"] == 3 and result["second_only"] == 1
+
+
+def test_rank_correlation_interval_is_fisher_z_with_the_bonett_wright_standard_error():
+    # by hand: se = sqrt((1 + 0.6^2 / 2) / (8 - 3)) = 0.4858; tanh(atanh(0.6) -/+ 1.96 x 0.4858) = tanh(0.6931 -/+ 0.9522)
+    low, high = rank_correlation_interval(0.6, 8)
+    assert (round(low, 2), round(high, 2)) == (-0.25, 0.93)
+    assert rank_correlation_interval(-0.6, 8) == pytest.approx((-high, -low))
+    with pytest.raises(ValueError):
+        rank_correlation_interval(0.9, 3)
+
+    # a perfect ordering of 6 points: rho 1, clipped to 0.9999 for the transform, so the interval ends just below 1
+    perfect = spearman_interval([0.55, 0.6, 0.7, 0.72, 0.8, 0.9], [0.05, 0.1, 0.12, 0.3, 0.31, 0.5])
+    assert perfect["rho"] == pytest.approx(1.0) and perfect["n"] == 6
+    assert perfect["ci95"][1] == pytest.approx(1.0, abs=1e-4) and perfect["ci95"][0] == pytest.approx(0.998, abs=1e-3)
+    assert spearman_interval([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+    # ranks with a tie: Pearson's correlation of the mid-ranks [1, 2.5, 2.5, 4, 5] and [1, 3, 2, 4, 5]
+    assert spearman_interval([1, 2, 2, 3, 4], [1, 3, 2, 4, 5])["rho"] == pytest.approx(0.9746794344808963)
+    # too few points, or a constant sample: no correlation
+    assert spearman_interval([1, 2, 3], [1, 2, 3]) == {"n": 3, "rho": None, "ci95": None}
+    assert spearman_interval([1, 2, 3, 4], [0.2] * 4)["rho"] is None
 
 
 def test_resolution_command_sizes_a_comparison_both_ways():

@@ -234,6 +234,53 @@ def test_paper_checks_without_per_prompt_verdicts_compare_unpaired_and_say_so():
     assert paper_checks({"sft": rows["sft"], "self_rm": rows["self_rm"]}) == []
 
 
+def test_paper_checks_correlate_separability_with_asr_across_configurations():
+    from safepref.report import paper_checks
+    from safepref.report.render import checks_markdown
+
+    def with_harm(row, harm_asr):  # the harm judge's ASR beside the classifier's: the correlation reads harm's
+        row["safety"].append(dict(row["safety"][0], judge="harm", asr=harm_asr))
+        return row
+
+    # probe accuracy and harm ASR in the same order; the classifier's ASR in another; SFT (no pairs) left out
+    accuracies = {"hc_self": 0.70, "gpt4o_self": 0.85, "stronger_self": 0.80, "peer_rm": 0.65, "self_rm": 0.60}
+    harm = {"hc_self": 0.30, "gpt4o_self": 0.50, "stronger_self": 0.40, "peer_rm": 0.25, "self_rm": 0.20}
+    classifier = {"hc_self": 0.50, "gpt4o_self": 0.10, "stronger_self": 0.45, "peer_rm": 0.30, "self_rm": 0.35}
+
+    def rows_of(harm_asr, names=tuple(accuracies)):
+        rows = {"sft": with_harm(_row("SFT", "sft", 0.9, accuracy=0.99), 0.9)}
+        rows.update({name: with_harm(_row(name, "multi", classifier[name], accuracy=accuracies[name]), harm_asr[name])
+                     for name in names})
+        return rows
+
+    def correlation(rows):
+        found = [c for c in paper_checks(rows) if c["claim"].startswith("more separable pairs go with higher ASR")]
+        return found[0] if found else None
+
+    check = correlation(rows_of(harm))
+    # n = 5, rho = 1 (clipped to 0.9999): atanh 4.95 -/+ 1.96 x sqrt(1.5 / 2) gives [0.997, 1.000], above 0
+    assert check["verdict"] == "holds" and check["correlation"]["rho"] == pytest.approx(1.0)
+    assert check["correlation"]["ci95"][0] == pytest.approx(0.997, abs=1e-3)
+    assert check["claim"] == ("more separable pairs go with higher ASR (Spearman rank correlation across 5 configurations, "
+                              "probe accuracy (embed features) against harm ASR (advbench))")
+    assert [p["configuration"] for p in check["points"]] == ["self_rm", "peer_rm", "hc_self", "stronger_self",
+                                                             "gpt4o_self"]  # by accuracy, SFT not among them
+    [line] = [line for line in checks_markdown(paper_checks(rows_of(harm))) if "more separable pairs go" in line]
+    assert "**holds**" in line and "Spearman rho 1.00, 95% CI [1.00, 1.00]" in line and "gpt4o_self 0.85 / 0.50" in line
+
+    swapped = dict(harm, hc_self=0.40, stronger_self=0.30)  # one adjacent pair swapped: rho 0.9, interval holds 0
+    assert correlation(rows_of(swapped))["verdict"] == "direction only"
+    assert correlation(rows_of({name: 1 - value for name, value in harm.items()}))["verdict"] == "reversed"
+    flat = dict(harm, self_rm=0.40, gpt4o_self=0.20)  # rho -0.1
+    assert correlation(rows_of(flat))["verdict"] == "no evidence of a relation"
+    without_harm = rows_of(harm)
+    for row in without_harm.values():
+        row["safety"] = row["safety"][:1]  # no harm judge: the first judge the ASR check reads (classifier)
+    assert "against classifier ASR" in correlation(without_harm)["claim"]
+    # 3 trained configurations: too few for the interval, so no such check
+    assert correlation(rows_of(harm, names=("hc_self", "gpt4o_self", "self_rm"))) is None
+
+
 @pytest.fixture(scope="module")
 def other_tiny_model_dir(tmp_path_factory, tiny_model_dir):
     """Another random model of the same shape: a 'stronger' source whose answers differ from the target's."""

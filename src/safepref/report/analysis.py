@@ -1,7 +1,7 @@
 """The report's analysis: what a run folder's artifacts say, gathered into one JSON-able dict.
 
 Reads ``RUN_DIR/manifest.json`` (written by the runner) and the artifacts it names: safety summaries, general
-ability results, audits, training dynamics; adds the data warnings and the checks of the paper's three findings.
+ability results, audits, training dynamics; adds the data warnings and the checks of the paper's findings.
 Drawing and writing it out is :mod:`safepref.report.render` and :mod:`safepref.report.figures`.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 from safepref.bundle import is_bundle
 from safepref.bundle.read import materialize
 from safepref.core.errors import InputError
+from safepref.core.stats import spearman_interval
 from safepref.pairs.recipes import RECIPES_DIR, load_recipe
 from safepref.report.benign import add_collapse_check
 from safepref.report.comparisons import compare_outcomes, neutral_verdict, rate_counts, verdict_text, with_verdict
@@ -179,6 +180,8 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
     3. Separability: multi-model pairs more linearly separable than Self+RM's (probe accuracy, per feature set;
        the configurations' pairs differ, so this one has no paired test).
     4. Training dynamics: DPO loss ends lower on multi-model pairs (mean over seeds when there are several).
+    5. Separability predicts ASR: probe accuracy against ASR by rank correlation across the trained configurations,
+       whether or not Self+RM is among them (:func:`_separability_asr_checks`; needs 4, else no check).
     A comparison with an interval reads its verdict from the interval and its resolution (holds, reversed, no
     measurable difference, direction only, too little evidence: :func:`safepref.core.paired.verdict`); the check's
     verdict is the comparisons' common one, or "mixed" naming each. Without an interval: "holds" when every
@@ -187,7 +190,7 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
     """
     multi = [name for name in MULTI_MODEL if name in rows]
     if SELF_RM not in rows or not multi:
-        return []
+        return _separability_asr_checks(rows)
     outcomes = outcomes or {}
     base = rows[SELF_RM]
     checks = [*_asr_checks(rows, multi, outcomes), *_general_checks(rows, multi, outcomes)]
@@ -206,6 +209,65 @@ def paper_checks(rows: dict[str, Any], outcomes: dict[str, Any] | None = None) -
         over = " over seeds" if base["training"].get("seeds") else ""
         checks.append(_verdict(f"DPO loss ends lower on multi-model pairs (mean loss over the last quarter of steps"
                                f"{over})", base["training"]["late_loss"], comparisons, needs_ci=False))
+    return [*checks, *_separability_asr_checks(rows)]
+
+
+MIN_CORRELATED = 4  # the Fisher-z interval of a rank correlation needs n - 3 > 0
+
+
+def _correlated_asr(rows: dict[str, Any], trained: list[str]) -> tuple[str | None, str] | None:
+    """(suite, judge) of the ASR the separability is correlated with: the first harmful suite (in the order the ASR
+    check reads, Self+RM's results first), unattacked prompts, the ``harm`` judge, else that suite's first judge."""
+    ordered = [SELF_RM, *(name for name in trained if name != SELF_RM)] if SELF_RM in trained else trained
+    columns = list(dict.fromkeys((r.get("suite"), r["judge"]) for name in ordered for r in rows[name]["safety"]
+                                 if r["attack"] == "none" and r.get("suite") != "xstest"))
+    if not columns:
+        return None
+    suite = columns[0][0]
+    judges = [judge for s, judge in columns if s == suite]
+    return suite, "harm" if "harm" in judges else judges[0]
+
+
+def _separability_asr_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """Do more separable pairs go with a higher ASR? Per probe feature set, Spearman's rank correlation between the
+    audit's probe accuracy (the separability check's numbers) and the ASR (seed-pooled where there are seeds, as
+    the ASR check reads it) across the trained configurations that have both; no check with fewer than 4.
+    Verdict from the 95% interval (:func:`safepref.core.stats.spearman_interval`): holds when it excludes 0 above,
+    reversed when below, else direction only when rho > 0 and no evidence of a relation when rho <= 0."""
+    trained = [name for name in rows if name != SFT]
+    column = _correlated_asr(rows, trained)
+    if column is None:
+        return []
+    suite, judge = column
+    features = list(dict.fromkeys(feature for name in trained
+                                  for feature in ((rows[name].get("audit") or {}).get("features") or {})))
+    checks = []
+    for feature in features:
+        points = []
+        for name in trained:
+            probe = ((rows[name].get("audit") or {}).get("features") or {}).get(feature)
+            asr = _asr_result(rows[name], suite, judge)
+            if probe and probe.get("accuracy") is not None and asr:
+                points.append({"configuration": rows[name]["label"], "accuracy": probe["accuracy"], "asr": asr["asr"]})
+        if len(points) < MIN_CORRELATED:
+            continue
+        points.sort(key=lambda point: point["accuracy"])
+        found = spearman_interval([p["accuracy"] for p in points], [p["asr"] for p in points])
+        listed = "; ".join(f"{p['configuration']} {p['accuracy']:.2f} / {p['asr']:.2f}" for p in points)
+        if found["rho"] is None:
+            verdict = "not measured (probe accuracy or ASR is the same in every configuration)"
+            detail = f"n={len(points)}; probe accuracy / ASR: {listed}"
+        else:
+            low, high = found["ci95"]
+            verdict = ("holds" if low > 0 else "reversed" if high < 0 else
+                       "direction only" if found["rho"] > 0 else "no evidence of a relation")
+            detail = (f"Spearman rho {found['rho']:.2f}, 95% CI [{low:.2f}, {high:.2f}] (Fisher z, Bonett-Wright "
+                      f"standard error), n={found['n']}; probe accuracy / ASR, by accuracy: {listed}")
+        checks.append({"claim": f"more separable pairs go with higher ASR (Spearman rank correlation across "
+                                f"{len(points)} configurations, probe accuracy ({feature} features) against {judge} "
+                                f"ASR ({suite}))",
+                       "self_rm": None, "comparisons": [], "correlation": found, "points": points, "detail": detail,
+                       "verdict": verdict})
     return checks
 
 
