@@ -2,7 +2,8 @@
 
 Prints responses/s for each reward model and, as an anchor measured in the same run, the bare MiniLM encoding of
 the same answers (so the ratios are comparable across machines). Exits 1 when safety-bt scores fewer than
-``--min-rate`` answers per second (the target: 50/s on 2 cores, what a 1,000-prompt pool with k=5 samples needs to score within two minutes). Torch is limited to 2 threads.
+``--min-rate`` answers per second (the target: 50/s on 2 cores, so a 1,000-prompt pool with k=5 samples scores
+within two minutes). Torch is limited to 2 threads.
 Run: PYTHONPATH=src python benchmarks/bench_score.py [--n 200] [--min-rate 50] [--skip-minilm]
 """
 

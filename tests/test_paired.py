@@ -19,7 +19,7 @@ from safepref.core.paired import (
     paired_sample_size,
     verdict,
 )
-from safepref.core.stats import paired_difference_interval, rank_correlation_interval, spearman_interval
+from safepref.core.stats import paired_difference_interval, rank_correlation_interval, rank_permutation_p, spearman_interval
 from tests.conftest import run_cli
 
 
@@ -171,8 +171,19 @@ def test_rank_correlation_interval_is_fisher_z_with_the_bonett_wright_standard_e
     # ranks with a tie: Pearson's correlation of the mid-ranks [1, 2.5, 2.5, 4, 5] and [1, 3, 2, 4, 5]
     assert spearman_interval([1, 2, 2, 3, 4], [1, 3, 2, 4, 5])["rho"] == pytest.approx(0.9746794344808963)
     # too few points, or a constant sample: no correlation
-    assert spearman_interval([1, 2, 3], [1, 2, 3]) == {"n": 3, "rho": None, "ci95": None}
+    assert spearman_interval([1, 2, 3], [1, 2, 3]) == {"n": 3, "rho": None, "ci95": None, "p": None}
     assert spearman_interval([1, 2, 3, 4], [0.2] * 4)["rho"] is None
+
+
+def test_rank_correlation_permutation_p_is_exact_for_few_points():
+    # 4 points in perfect order: 2 of the 24 orderings are as extreme (rho +1 and -1), whatever the interval says
+    assert rank_permutation_p([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(2 / 24)
+    assert spearman_interval([1, 2, 3, 4], [10, 20, 30, 40])["p"] == pytest.approx(2 / 24)
+    assert rank_permutation_p([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx(2 / 120)
+    # rho 0 for 4 points: [1, 2, 3, 4] against [2, 4, 1, 3] has rho 0, and every ordering is at least as extreme
+    assert rank_permutation_p([1, 2, 3, 4], [2, 4, 1, 3]) == pytest.approx(1.0)
+    # above 8 points, a seeded permutation test: a perfect order of 10 is far beyond chance
+    assert rank_permutation_p(list(range(10)), list(range(10))) < 0.001
 
 
 def test_resolution_command_sizes_a_comparison_both_ways():

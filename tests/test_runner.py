@@ -277,6 +277,9 @@ def test_paper_checks_correlate_separability_with_asr_across_configurations():
     for row in without_harm.values():
         row["safety"] = row["safety"][:1]  # no harm judge: the first judge the ASR check reads (classifier)
     assert "against classifier ASR" in correlation(without_harm)["claim"]
+    # 4 in perfect order: the interval excludes 0, but 2 of the 24 orderings are as extreme (p 0.083): not decided
+    four = correlation(rows_of(harm, names=("hc_self", "gpt4o_self", "stronger_self", "self_rm")))
+    assert four["correlation"]["ci95"][0] > 0 and four["verdict"] == "direction only"
     # 3 trained configurations: too few for the interval, so no such check
     assert correlation(rows_of(harm, names=("hc_self", "gpt4o_self", "self_rm"))) is None
 

@@ -15,8 +15,8 @@ Precision (``dtype="auto"``) is chosen by measurement, not by rule:
   (shared/MODELS.md). ``benchmarks/bench_bf16.py`` shows where it is safe: judge verdicts, DPO losses and greedy
   answers against float32's. ``SAFEPREF_CPU_BF16=off`` keeps float32 on any CPU.
 - CUDA, models under ``SMALL_MODEL_PARAMETERS`` (1e9): float32. On one H100 a SmolLM2-135M-shaped model generated
-  3,375 tok/s in float32 against 1,221 tok/s in bfloat16 at 128 rows (measured on a lent H100 with benchmarks/bench_generate.py): a model
-  this small is bound by kernel launches, and bfloat16 only adds casts.
+  3,375 tok/s in float32 against 1,221 tok/s in bfloat16 at 128 rows (benchmarks/bench_generate.py): a model this
+  small is bound by kernel launches, and bfloat16 only adds casts.
 - CUDA, larger models (or size unknown): bfloat16 where the GPU supports it, else float16. Not measured here; a
   7B model in float32 needs 28 GB for its weights alone, and half precision is what such models ship in.
 ``--dtype float32|bfloat16|float16`` overrides the policy on any device.

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+
+import numpy as np
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -90,9 +93,35 @@ def spearman_interval(x: list[float], y: list[float], z: float = 1.96) -> dict:
     if n != len(y):
         raise ValueError(f"spearman_interval: {n} x values against {len(y)} y values")
     if n < 4 or len(set(x)) < 2 or len(set(y)) < 2:
-        return {"n": n, "rho": None, "ci95": None}
+        return {"n": n, "rho": None, "ci95": None, "p": None}
     rho = float(spearmanr(x, y).statistic)
-    return {"n": n, "rho": rho, "ci95": list(rank_correlation_interval(rho, n, z))}
+    return {"n": n, "rho": rho, "ci95": list(rank_correlation_interval(rho, n, z)), "p": rank_permutation_p(x, y)}
+
+
+EXACT_PERMUTATIONS_UP_TO = 8  # 8! = 40,320 orderings: a fraction of a second
+
+
+def rank_permutation_p(x: list[float], y: list[float]) -> float:
+    """Two-sided p-value of Spearman's rho under the null of no relation: exact, over every ordering of ``y``, for
+    up to 8 points (where the Fisher-z interval is least trustworthy: 4 points in perfect order have p = 2/24), and
+    scipy's permutation test with 20,000 resamples (seeded) above."""
+    from scipy.stats import permutation_test, rankdata  # scipy loads in ~1 s: only when a correlation is computed
+
+    rx, ry = rankdata(x), rankdata(y)
+
+    def rho_of(ranks_y):
+        return np.corrcoef(rx, ranks_y)[0, 1]
+
+    observed = abs(rho_of(ry))
+    if len(x) <= EXACT_PERMUTATIONS_UP_TO:
+        orderings = np.array(list(itertools.permutations(ry)))
+        centred = orderings - orderings.mean(axis=1, keepdims=True)
+        cx = rx - rx.mean()
+        rhos = centred @ cx / (np.linalg.norm(centred, axis=1) * np.linalg.norm(cx))
+        return float(np.mean(np.abs(rhos) >= observed - 1e-12))
+    result = permutation_test((ry,), rho_of, permutation_type="pairings", n_resamples=20_000,
+                              alternative="two-sided", random_state=0)
+    return float(result.pvalue)
 
 
 def rate(successes: int, n: int) -> dict:

@@ -232,8 +232,9 @@ def _separability_asr_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
     """Do more separable pairs go with a higher ASR? Per probe feature set, Spearman's rank correlation between the
     audit's probe accuracy (the separability check's numbers) and the ASR (seed-pooled where there are seeds, as
     the ASR check reads it) across the trained configurations that have both; no check with fewer than 4.
-    Verdict from the 95% interval (:func:`safepref.core.stats.spearman_interval`): holds when it excludes 0 above,
-    reversed when below, else direction only when rho > 0 and no evidence of a relation when rho <= 0."""
+    Verdict from the 95% interval (:func:`safepref.core.stats.spearman_interval`) and the permutation p: holds when
+    the interval excludes 0 above and p < 0.05, reversed when below, else direction only when rho > 0 and no
+    evidence of a relation when rho <= 0."""
     trained = [name for name in rows if name != SFT]
     column = _correlated_asr(rows, trained)
     if column is None:
@@ -259,10 +260,13 @@ def _separability_asr_checks(rows: dict[str, Any]) -> list[dict[str, Any]]:
             detail = f"n={len(points)}; probe accuracy / ASR: {listed}"
         else:
             low, high = found["ci95"]
-            verdict = ("holds" if low > 0 else "reversed" if high < 0 else
+            # the interval is an approximation with so few points; the exact permutation p must agree with it
+            decided = found["p"] < 0.05
+            verdict = ("holds" if low > 0 and decided else "reversed" if high < 0 and decided else
                        "direction only" if found["rho"] > 0 else "no evidence of a relation")
             detail = (f"Spearman rho {found['rho']:.2f}, 95% CI [{low:.2f}, {high:.2f}] (Fisher z, Bonett-Wright "
-                      f"standard error), n={found['n']}; probe accuracy / ASR, by accuracy: {listed}")
+                      f"standard error), permutation p {found['p']:.3f}, n={found['n']}; probe accuracy / ASR, by "
+                      f"accuracy: {listed}")
         checks.append({"claim": f"more separable pairs go with higher ASR (Spearman rank correlation across "
                                 f"{len(points)} configurations, probe accuracy ({feature} features) against {judge} "
                                 f"ASR ({suite}))",
