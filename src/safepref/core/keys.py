@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 
 # Bumped when a stage changes what it computes from the same inputs, so old artifacts stop matching.
-STAGE_VERSIONS = {"generate": 1, "score": 1, "build": 1, "eval_safety": 1, "train": 1,
+# build 2: an empty answer is no candidate while its pool has another (safepref.pairs.build)
+STAGE_VERSIONS = {"generate": 1, "score": 1, "build": 2, "eval_safety": 1, "train": 1,
                   "debias": 1, "eval_benign": 1,
                   # the answer measures inside the benign stage (safepref.evaluation.answer_quality; 2: repetition): bumping
                   # it recomputes the measures, not the benign answers, which keep the eval_benign key

@@ -29,8 +29,6 @@ from safepref.core.records import Message, Pair, Response, Score, Side
 from safepref.models.loading import DEFAULT_TARGET, STRONGER_MODEL
 from safepref.pairs.recipes import Recipe, SideSpec
 
-# enters every pairs key: bump when the way a side is picked changes, so pairs built the old way are not reused
-SELECTION_VERSION = 2
 HUMAN_CHOSEN = "human-chosen"
 HUMAN_REJECTED = "human-rejected"
 GPT4O = "gpt4o"
@@ -231,7 +229,7 @@ def build_key(recipe: Recipe, responses: list[Response], scores: list[Score] | N
     used = {r.id for r in responses}
     ranked_by = sorted([s.response_id, s.reward_model, s.score, s.key] for s in (scores or [])
                        if s.response_id in used) if recipe.needs_scores else None
-    return stage_key("build", SELECTION_VERSION, recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
+    return stage_key("build", recipe.model_dump(), sorted([r.id, r.prompt, r.text] for r in responses),
                      ranked_by, config.seed, config.stronger, config.peers)
 
 
