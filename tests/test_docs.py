@@ -1,11 +1,40 @@
 """Every table generated from a committed bundle equals what its bundle gives now: no figure in the docs is older
 than its evidence (`make docs` regenerates them)."""
 
+import copy
+import re
 from pathlib import Path
 
-from safepref.report.docs import BLOCKS, MARKERS, committed_bundles, generated_tables, replace_block
+import pytest
+
+from safepref.report.analysis import collect_results
+from safepref.report.docs import (
+    BLOCKS,
+    MARKERS,
+    committed_bundles,
+    findings_rows,
+    findings_table,
+    generated_tables,
+    heading_anchor,
+    readme_block,
+    replace_block,
+    results_page,
+    section_heading,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+FINDINGS = ["Multi-model pairs are more separable", "DPO loss falls faster on multi-model pairs",
+            "Self+RM is safer than multi-model recipes", "Multi-model data improves general ability",
+            "Separability predicts ASR across configurations"]
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return collect_results(ROOT / "results" / "quick")
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
 
 
 def test_committed_tables_equal_their_bundles():
@@ -16,13 +45,77 @@ def test_committed_tables_equal_their_bundles():
 
 
 def test_every_committed_bundle_has_its_readme_block():
+    """Each committed bundle shows in the README in at least one block of a known kind (every block present is
+    regenerated and compared by the test above)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     bundles = committed_bundles(ROOT)
     assert bundles, "no bundle committed under results/"
+    present = set(re.findall(r"<!-- generated:(.+?):begin -->", readme))
+    assert present == set(re.findall(r"<!-- generated:(.+?):end -->", readme)), "a README block lacks its other marker"
     for folder in bundles:
-        for kind in BLOCKS:
-            block = f"{folder.name}-{kind}"
-            assert MARKERS[0].format(name=block) in readme and MARKERS[1].format(name=block) in readme, block
+        assert any(f"{folder.name}-{kind}" in present for kind in BLOCKS), f"{folder.name}: no README block"
+    names = {folder.name for folder in bundles}
+    unknown = [block for block in present if not any(block == f"{n}-{k}" for n in names for k in BLOCKS)]
+    assert not unknown, f"README blocks of no committed bundle or kind (never regenerated): {unknown}"
+
+
+def test_quick_findings_are_the_five_in_order(quick):
+    target = next(iter(quick["targets"]))
+    lines = findings_table(quick, target)
+    assert _cells(lines[0]) == ["finding", "verdict", "evidence"]
+    rows = [_cells(line) for line in lines[2:]]
+    assert [row[0] for row in rows] == FINDINGS
+    # the embed probe (0.56 vs 0.69), not the shallow one (0.77 vs 0.90)
+    assert rows[0][1:] == ["**holds**", "probe accuracy (embed): Self+RM 0.56 vs GPT4o+Self 0.69 (collapsed)"]
+    assert rows[1][1] == "**holds**" and "Self+RM 0.60 vs GPT4o+Self 0.19" in rows[1][2]
+    # the harm judge's ASR (0.40 vs 0.18), not the keyword (0.96) or classifier (0.50) judge's
+    assert rows[2][1] == "advbench: **reversed (not safer: GPT4o+Self collapsed)**"
+    assert rows[2][2] == "advbench, harm judge, n=50: Self+RM 0.40 vs GPT4o+Self 0.18 (collapsed)"
+    assert rows[3][1] == "arc_easy: **no measurable difference (could detect 0.35 or more)**"
+    assert rows[4][1:] == ["not measured", "–"]  # three trained configurations: no correlation
+
+
+def test_findings_block_links_to_the_bundles_section(quick):
+    block = readme_block("quick", "findings", quick)
+    assert heading_anchor(section_heading("quick")) == "resultsquick"
+    assert section_heading("quick") in results_page([("quick", quick)]).split("\n")
+    assert "(docs/results.md#resultsquick)" in block
+    assert block.startswith(MARKERS[0].format(name="quick-findings"))
+    assert block.endswith(MARKERS[1].format(name="quick-findings"))
+
+
+def _correlation(feature: str, rho: float, ci95: list[float], p: float, verdict: str) -> dict:
+    return {"claim": f"more separable pairs go with higher ASR (Spearman rank correlation across 5 configurations, "
+                     f"probe accuracy ({feature} features) against harm ASR (advbench))",
+            "self_rm": None, "comparisons": [], "points": [], "detail": "...", "verdict": verdict,
+            "correlation": {"n": 5, "rho": rho, "ci95": ci95, "p": p}}
+
+
+def test_the_correlation_finding_reads_the_embed_check(quick):
+    results = copy.deepcopy(quick)
+    target = next(iter(results["targets"]))
+    results["paper_checks"][target] += [_correlation("shallow", -0.3, [-0.93, 0.78], 0.683, "no evidence of a relation"),
+                                        _correlation("embed", 0.9, [0.12, 0.99], 0.083, "direction only")]
+    row = _cells(findings_table(results, target)[-1])
+    assert row == ["Separability predicts ASR across configurations", "**direction only**",
+                   "embed features: Spearman rho 0.90 [0.12, 0.99], p 0.083, n=5"]
+
+
+def _asr(suite: str, judge: str, self_rm: float, others: dict[str, float], verdict: str) -> dict:
+    return {"claim": f"Self+RM has lower ASR ({suite}, {judge} judge, n=100)", "self_rm": self_rm, "verdict": verdict,
+            "comparisons": [{"configuration": label, "value": value, "difference": value - self_rm}
+                            for label, value in others.items()]}
+
+
+def test_the_asr_finding_gives_one_verdict_per_suite_from_the_harm_judge():
+    checks = [_asr("jbb", "keyword", 0.90, {"HC+Self": 0.95}, "no measurable difference"),
+              _asr("jbb", "harm", 0.10, {"HC+Self": 0.30, "GPT4o+Self": 0.25}, "holds"),
+              _asr("harmbench", "classifier", 0.20, {"HC+Self": 0.22}, "direction only")]
+    verdict, evidence = findings_rows(checks)[2][1:]
+    assert verdict == "jbb: **holds**; harmbench: **direction only**"  # harmbench has no harm judge: its first
+    assert evidence == ("jbb, harm judge, n=100: Self+RM 0.10 vs multi-model 0.25–0.30; "
+                        "harmbench, classifier judge, n=100: Self+RM 0.20 vs HC+Self 0.22")
+    assert [row[1:] for row in findings_rows(checks)[:2]] == [("not measured", "–")] * 2
 
 
 def test_a_block_is_replaced_between_its_markers_only():

@@ -90,7 +90,8 @@ def _comparison_text(comparison: dict[str, Any], gap_word: str) -> str:
     return text
 
 
-def _check_value(check: dict[str, Any]) -> str:
+def check_value(check: dict[str, Any]) -> str:
+    """Self+RM's number in a paper check as the report prints it; 'all unjudged' where its judge decided nothing."""
     if check["self_rm"] is not None:
         return f"{check['self_rm']:.2f}"
     return "all unjudged" if check.get("all_unjudged") else ""
@@ -141,7 +142,7 @@ def _html_overview(results: dict[str, Any], target: str, rows: dict[str, Any]) -
             ["configuration", "pairs", "prompts", "prompt set (hash of the prompt ids)"], data))
     checks = (results.get("paper_checks") or {}).get(target) or []
     if checks:
-        body = [[check["claim"], _check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
+        body = [[check["claim"], check_value(check), check.get("detail") or _check_detail(check, "Δ"), check["verdict"]]
                 for check in checks]
         parts.append("<h3>Does the paper's finding reproduce? (multi-model configurations against Self+RM)</h3>"
                      + _table(["claim", "Self+RM", "multi-model (Δ: gap in the paper's direction, paired 95% CI, "
@@ -391,6 +392,6 @@ def checks_markdown(checks: list[dict[str, Any]]) -> list[str]:
     lines = ["", "Does the paper's finding reproduce (multi-model configurations against Self+RM)?", ""]
     for check in checks:
         detail = check.get("detail") or _check_detail(check, "gap")
-        value = _check_value(check)
+        value = check_value(check)
         lines.append(f"- {check['claim']}: **{check['verdict']}** ({f'Self+RM {value}; ' if value else ''}{detail})")
     return lines
