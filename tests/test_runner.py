@@ -111,7 +111,8 @@ def test_grid_runs_reports_and_reruns_from_cache(grid, tiny_model_dir, monkeypat
         {(6, results["training_prompt_set"])}
     assert not any("prompt sets" in warning for warning in results["warnings"][tiny_model_dir.name])
     # progress bars and log lines name a trained model by its recipe and seed, not by its hashed folder
-    assert display_name(rows["self_rm"]["training"]["out_dir"]) == "Self+RM, seed 0"
+    trained = json.loads((run_dir / "manifest.json").read_text())["targets"][tiny_model_dir.name]["self_rm"]
+    assert display_name(trained["training"]["out_dir"]) == "Self+RM, seed 0"
     page = (run_dir / "report.html").read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page and "GPT4o+Self" in page
     assert paths["report"] == str(run_dir / "report.html")
@@ -397,7 +398,7 @@ def test_pairs_only_builds_and_audits_every_configuration_and_trains_nothing(tmp
     assert not (run_dir / "models").exists() and not (run_dir / "safety").exists()
     rows = json.loads((run_dir / "results.json").read_text())["targets"][tiny_model_dir.name]
     for recipe in ("gpt4o_self", "self_rm"):  # what each recipe's pairs carry, measured before any training
-        assert rows[recipe]["audit"]["n_pairs"] > 0 and "safety" not in rows[recipe] and "training" not in rows[recipe]
+        assert rows[recipe]["audit"]["n_pairs"] > 0 and not rows[recipe]["safety"] and not rows[recipe].get("training")
     # the bundle holds the pairs but no configuration complete: a later full run trains and evaluates every one
     held = json.loads((run_dir / "bundle" / "manifest.json").read_text())["targets"][tiny_model_dir.name]
     assert set(held) == {"gpt4o_self", "self_rm"} and not any(entry["complete"] for entry in held.values())

@@ -11,11 +11,9 @@ straight from GGUF is flagged as quantized and cannot be trained (see shared not
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from safepref.core.device import Placement, check_dtype, choose_dtype, resolve_d
 from safepref.core.errors import InputError
 from safepref.core.keys import content_key
 from safepref.core.paths import safepref_home
+from safepref.models.names import display_name, model_label, set_display_name
 from safepref.models.precision import float32_head
 from safepref.models.registry import (
     DEFAULT_TARGET,
@@ -298,42 +297,6 @@ def load_embedder(name: str = EMBEDDING_MODEL, device: str = "cpu"):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     return SentenceTransformer(folder, device=str(resolve_device(device)))
-
-
-_KEY_SUFFIX = re.compile(r"(-[0-9a-f]{12,16})+$")  # the content keys the runner appends to artifact names
-
-
-# labels a caller gave a model folder for this process (a run names a trained model by recipe and seed)
-_DISPLAY_LABELS: dict[str, str] = {}
-
-
-def set_display_name(path: str | Path, label: str) -> None:
-    """Name the model at ``path`` in progress bars and log lines as ``label`` (e.g. ``Self+RM, seed 1``)."""
-    _DISPLAY_LABELS[str(Path(path).resolve())] = label
-
-
-def display_name(name_or_path: str | Path) -> str:
-    """What a person recognises a model by, for progress bars (a label, never a key): the label a run gave it
-    (``Self+RM, seed 1``), else for a DPO-trained folder its base model and the pairs' recipe
-    (``smollm2-135m-instruct DPO stronger_self``), not its hashed name."""
-    with contextlib.suppress(OSError, ValueError):
-        label = _DISPLAY_LABELS.get(str(Path(str(name_or_path)).resolve()))
-        if label:
-            return label
-    summary = Path(str(name_or_path)) / "train_summary.json"
-    if summary.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            record = json.loads(summary.read_text())
-            return f"{display_name(record['model'])} DPO {_KEY_SUFFIX.sub('', Path(record['pairs']).stem)}"
-    return model_label(name_or_path)
-
-
-def model_label(name_or_path: str | Path) -> str:
-    """Short label for a model in artifacts and reports: the registry name or the folder's name."""
-    text = str(name_or_path)
-    if text in REGISTRY:
-        return canonical_name(text)
-    return text if "/" not in text or not Path(text).exists() else Path(text).name
 
 
 # ---------------------------------------------------------------------------------------------- identity

@@ -19,6 +19,7 @@ from safepref.evaluation.safety import SafetyEvalConfig
 from safepref.generation.generate import FIXED_SOURCES, GenerationConfig, answer_identity, generate_key
 from safepref.models import loading as models
 from safepref.pairs.recipes import load_recipe
+from safepref.report.analysis import configuration_label
 from safepref.runner.config import SFT, ExperimentConfig, TargetSpec
 from safepref.training.dpo import DPOTrainingConfig, mixed_precision, training_record
 
@@ -163,3 +164,10 @@ def evaluated(config: ExperimentConfig, recipe: str, entry: dict[str, Any]) -> b
     if recipe != SFT:
         needed += ["pairs", "training", *(["audit"] if config.audit else [])]
     return all(entry.get(stage) for stage in needed)
+
+
+def display_name(config: ExperimentConfig, target: TargetSpec, recipe: str, seed: int) -> str:
+    """How progress bars and log lines name a trained configuration: ``Self+RM, seed 1`` (its recipe's label and
+    seed, never its key), with the target's name in front when the grid has several."""
+    name = f"{configuration_label(recipe)}, seed {seed}"
+    return f"{models.model_label(target.model)} {name}" if len(config.targets) > 1 else name

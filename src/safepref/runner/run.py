@@ -45,7 +45,6 @@ from safepref.pairs.build import BuildConfig, BuildSummary, build_key, build_pai
 from safepref.pairs.debias import DebiasConfig, debias_key, debias_pairs, summary_path
 from safepref.pairs.recipes import load_recipe
 from safepref.report import write_report
-from safepref.report.analysis import configuration_label
 from safepref.runner import plan
 from safepref.runner.config import (
     SFT,
@@ -240,7 +239,7 @@ class Run:
                 # without `seeds` the training settings keep their own seed: single-seed runs keep their keys
                 overrides = {**(variant.training or {}), **({"seed": seed} if self.config.seeds else {})}
                 seed_used = DPOTrainingConfig(**{**self.config.training_for(target), **overrides}).seed
-                name = self.display_name(target, recipe, seed_used)
+                name = plan.display_name(self.config, target, recipe, seed_used)
                 announce(f"training {name}")
                 place["training"] = self._timed(f"train {label} {recipe}{suffix}",
                                                 lambda o=overrides, p=pairs: self.train(target, p, o))
@@ -253,12 +252,6 @@ class Run:
                     entry["seeds"] = per_seed
                     self._save()
                 self.record_evidence(target, recipe, entry, complete=len(per_seed) == len(seeds))
-
-    def display_name(self, target: TargetSpec, recipe: str, seed: int) -> str:
-        """How progress bars and log lines name a trained configuration: ``Self+RM, seed 1`` (its recipe's label and
-        seed, never its key), with the target's name in front when the grid has several."""
-        name = f"{configuration_label(recipe)}, seed {seed}"
-        return f"{models.model_label(target.model)} {name}" if len(self.config.targets) > 1 else name
 
     def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
         record_configuration(self.bundle, target, recipe, entry, complete=complete)
