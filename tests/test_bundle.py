@@ -178,6 +178,8 @@ def test_a_killed_run_leaves_the_bundle_readable(tmp_path, tiny_model_dir):
     assert not [p for p in bundle.rglob("*") if p.name.endswith(".tmp")]
     record = read_manifest(bundle).targets[tiny_model_dir.name]["sft"]
     assert not record.complete and set(record.files) == {"safety"}
+    # the stages finished before the kill keep their times in the bundle, for the report's stage-time table
+    assert any(stage.startswith("safety ") for stage in read_manifest(bundle).timings)
     assert len(Bundle(bundle).answers(record)) == 4
     result = run_cli("report", str(bundle), "--markdown")
     assert result.returncode == 0, result.stderr

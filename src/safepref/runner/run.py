@@ -255,10 +255,11 @@ class Run:
 
     def record_evidence(self, target: TargetSpec, recipe: str, entry: dict[str, Any], *, complete: bool) -> None:
         record_configuration(self.bundle, target, recipe, entry, complete=complete)
+        # the stage times travel with the evidence: a run stopped between stages leaves them for its report
+        self.bundle.update_run(timings=dict(self.manifest["timings"]))
 
     def score(self, responses) -> list:
         """The reward model's scores of every answer (appended to one scores file per reward model)."""
-
         return score_responses(responses, self.config.reward_model,
                                self.dir / "scores" / f"{slug(self.config.reward_model)}.jsonl",
                                ScoreConfig(device=self.config.device, dtype=self.config.dtype))
@@ -300,7 +301,6 @@ class Run:
             self._save()
 
     def audit(self, pairs_path: Path) -> str:
-
         spec = self.config.audit
         key = audit_key(pairs_path, spec.model_dump(), self.config.seed, spec.diagnostics_judge, self.config.dtype)
         out = self.dir / "audit" / f"{pairs_path.stem}-{key}"
