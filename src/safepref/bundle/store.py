@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepref.core.errors import InputError, input_error_from
+from safepref.core.io import json_object
 
 FORMAT = "safepref-bundle"
 FORMAT_VERSION = 1
@@ -198,16 +199,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     lines = text.split("\n")
     if lines[-1]:  # every row ends with a newline: a last line without one was cut off
         raise InputError("truncated line (no newline at its end)", path=path, line=len(lines))
-    rows = []
-    for number, line in enumerate(lines[:-1], start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"malformed JSON ({error.msg})", path=path, line=number) from None
-        if not isinstance(row, dict):
-            raise InputError("expected a JSON object", path=path, line=number)
-        rows.append(row)
-    return rows
+    return [json_object(line, path, number) for number, line in enumerate(lines[:-1], start=1)]
 
 
 def read_records(path: str | Path, record_type: type[BaseModel]) -> list[Any]:

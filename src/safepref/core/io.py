@@ -44,6 +44,17 @@ def _check_file(path: Path) -> None:
         raise InputError("file is empty", path=path)
 
 
+def json_object(line: str, path: str | Path, line_number: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object, or an InputError naming the file and line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"malformed JSON ({error.msg})", path=path, line=line_number) from None
+    if not isinstance(row, dict):
+        raise InputError("expected a JSON object", path=path, line=line_number)
+    return row
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; each line must be a JSON object."""
     path = Path(path)
@@ -54,12 +65,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"malformed JSON ({error.msg})", path=path, line=line_number) from None
-                if not isinstance(row, dict):
-                    raise InputError("expected a JSON object", path=path, line=line_number)
+                row = json_object(line, path, line_number)
                 seen += 1
                 yield line_number, row
     except UnicodeDecodeError:
