@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -85,3 +86,27 @@ def run_cli_killed_after(target: str, calls: int, *args: str, env: dict[str, str
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     return subprocess.run([sys.executable, "-c", _KILL_SWITCH, target, str(calls), *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def tiny_grid_config(folder: Path, model_dir: Path, name: str = "tiny", **overrides) -> Path:
+    """A grid config on the tiny model, small enough for a test: 6 prompts, 8-token answers, 2 DPO steps, 4
+    AdvBench behaviours judged by `keyword`; ``overrides`` replace top-level keys. Written to FOLDER/config.yaml."""
+    config = {
+        "name": name,
+        "seed": 0,
+        "targets": [{"model": str(model_dir), "stronger": str(model_dir), "peers": []}],
+        "prompts": {"dataset": "saferlhf", "require": ["gpt4o"], "limit": 6},
+        "generation": {"samples": 2, "max_new_tokens": 8},
+        "recipes": ["sft", "gpt4o_self", "self_rm"],
+        "training": {"lora": False, "max_steps": 2, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3,
+                     "save_steps": 1},
+        "safety": {"suites": ["advbench"], "limit": 4, "attacks": ["none"], "judges": ["keyword"],
+                   "max_new_tokens": 8},
+        "general": None,
+        "benign": {"limit": 4},
+        "audit": {"features": ["shallow"], "folds": 2},
+        **overrides,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -24,32 +24,14 @@ from safepref.report import collect_results
 from safepref.report.provenance import provenance_markdown
 from safepref.runner.run import run_experiment
 
-from .conftest import run_cli, run_cli_killed_after
+from .conftest import run_cli, run_cli_killed_after, tiny_grid_config
 
 STAGES_THAT_MAKE_EVIDENCE = ("train_dpo", "evaluate_safety", "evaluate_benign", "evaluate_general", "generate_responses",
                              "score_responses", "build_pairs", "audit_pairs", "debias_pairs")
 
 
 def _config(folder: Path, model_dir: Path, **overrides) -> Path:
-    config = {
-        "name": "tiny-bundle",
-        "seed": 0,
-        "targets": [{"model": str(model_dir), "stronger": str(model_dir), "peers": []}],
-        "prompts": {"dataset": "saferlhf", "require": ["gpt4o"], "limit": 6},
-        "generation": {"samples": 2, "max_new_tokens": 8},
-        "recipes": ["sft", "gpt4o_self", "self_rm"],
-        "training": {"lora": False, "max_steps": 2, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3,
-                     "save_steps": 1},
-        "safety": {"suites": ["advbench"], "limit": 4, "attacks": ["none"], "judges": ["keyword"],
-                   "max_new_tokens": 8},
-        "general": None,
-        "benign": {"limit": 4},
-        "audit": {"features": ["shallow"], "folds": 2},
-        **overrides,
-    }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return tiny_grid_config(folder, model_dir, name="tiny-bundle", **overrides)
 
 
 @pytest.fixture(scope="module")

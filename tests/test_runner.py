@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from safepref.audit import AuditConfig, audit_pairs
 from safepref.bundle import read_manifest
@@ -13,29 +12,11 @@ from safepref.core.io import read_pairs
 from safepref.models.loading import display_name
 from safepref.runner.run import load_config, run_experiment
 
-from .conftest import run_cli
+from .conftest import run_cli, tiny_grid_config
 
 
-def _config(tmp_path, model_dir, **overrides):
-    config = {
-        "name": "tiny",
-        "seed": 0,
-        "targets": [{"model": str(model_dir), "stronger": str(model_dir), "peers": []}],
-        "prompts": {"dataset": "saferlhf", "require": ["gpt4o"], "limit": 6},
-        "generation": {"samples": 2, "max_new_tokens": 8},
-        "recipes": ["sft", "gpt4o_self", "self_rm"],
-        "training": {"lora": False, "max_steps": 2, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3,
-                     "save_steps": 1},
-        "safety": {"suites": ["advbench"], "limit": 4, "attacks": ["none"], "judges": ["keyword"],
-                   "max_new_tokens": 8},
-        "general": None,
-        "benign": {"limit": 4},
-        "audit": {"features": ["shallow"], "folds": 2},
-        **overrides,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def _config(folder: Path, model_dir: Path, **overrides) -> Path:
+    return tiny_grid_config(folder, model_dir, name="tiny", **overrides)
 
 
 def test_unknown_key_names_the_key(tmp_path, tiny_model_dir):
