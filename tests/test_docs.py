@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from safepref.report.analysis import collect_results
+from safepref.report.benign import collapsed_configurations
 from safepref.report.docs import (
     BLOCKS,
     MARKERS,
@@ -16,6 +17,7 @@ from safepref.report.docs import (
     findings_table,
     generated_tables,
     heading_anchor,
+    mechanism_table,
     readme_block,
     replace_block,
     results_page,
@@ -123,3 +125,26 @@ def test_a_block_is_replaced_between_its_markers_only():
     text = f"before\n<!-- generated:x:begin -->\nold\n<!-- generated:x:end -->\nafter {other}"
     new = "<!-- generated:x:begin -->new<!-- generated:x:end -->"
     assert replace_block(text, "x", new) == f"before\n{new}\nafter {other}"
+
+
+def test_the_mechanism_table_puts_each_configurations_pairs_beside_its_outcomes(quick):
+    rows = copy.deepcopy(next(iter(quick["targets"].values())))
+    trained = next(name for name, row in rows.items() if (row.get("audit") or {}).get("pair_diagnostics"))
+    diagnostics = rows[trained]["audit"]["pair_diagnostics"]
+    diagnostics["harmful"]["chosen"]["rate"], diagnostics["harmful"]["rejected"]["rate"] = 0.125, 0.5
+    diagnostics["refusal"]["chosen"]["rate"], diagnostics["refusal"]["rejected"]["rate"] = 0.75, 0.25
+    rows[trained]["benign"]["refusal_rate"], rows[trained]["benign"]["refusal_rate_ci"] = 0.7, [0.57, 0.8]
+    lines = mechanism_table(rows)
+    header, body = _cells(lines[0]), [_cells(line) for line in lines[2:]]
+    assert [cells[0] for cells in body] == [row["label"] for row in rows.values()]
+    assert all(len(cells) == len(header) for cells in body)
+    found = next(cells for cells in body if cells[0] == rows[trained]["label"])
+    assert found[1:3] == ["0.12 / 0.50", "0.75 / 0.25"]
+    benign = header.index(f"refusal, benign prompts (n={rows[trained]['benign']['n']})")
+    assert found[benign] == "0.70 [0.57, 0.80]"
+    sft = next(cells for cells in body if cells[0] == "SFT")
+    assert sft[1:3] == ["–", "–"]  # the untrained model has no pairs
+    collapsed = collapsed_configurations(rows)
+    for name, row in rows.items():
+        cells = next(c for c in body if c[0] == row["label"])
+        assert (cells[-1] != "no") == (name in collapsed)

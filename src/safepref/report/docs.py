@@ -3,8 +3,9 @@
 Every bundle under ``results/`` gives: its own ``summary.md``; a section of ``docs/results.md`` (the whole report
 in Markdown); the README's blocks between ``<!-- generated:NAME-KIND:begin -->`` and ``...:end -->`` where the
 README has those markers, KIND one of :data:`BLOCKS`: ``table`` (each target's headline table, with its ASR figure),
-``verdicts`` (every paper check in full, with its verdict) or ``findings`` (the paper's five findings in one short
-table, linked to the bundle's section of ``docs/results.md``); and its figures (``docs/NAME-asr.png``, ...).
+``verdicts`` (every paper check in full, with its verdict), ``findings`` (the paper's five findings in one short
+table, linked to the bundle's section of ``docs/results.md``) or ``mechanism`` (what each configuration's pairs carry
+beside what its trained model does: the data that explains a verdict); and its figures (``docs/NAME-asr.png``, ...).
 ``make docs`` writes them all; a test regenerates every table and compares it with the committed file.
 """
 
@@ -20,6 +21,7 @@ from safepref.bundle import is_bundle
 from safepref.core.io import write_text_atomic
 from safepref.core.paths import slug
 from safepref.report.analysis import collect_results
+from safepref.report.benign import collapsed_configurations
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.provenance import judge_notes
 from safepref.report.render import check_value, checks_markdown, headline_table, render_markdown
@@ -28,7 +30,7 @@ RESULTS_DIR = "results"
 RESULTS_PAGE = "docs/results.md"
 README = "README.md"
 MARKERS = ("<!-- generated:{name}:begin -->", "<!-- generated:{name}:end -->")
-BLOCKS = ("table", "verdicts", "findings")
+BLOCKS = ("table", "verdicts", "findings", "mechanism")
 
 
 def committed_bundles(root: Path) -> list[Path]:
@@ -75,6 +77,8 @@ def readme_block(name: str, kind: str, results: dict[str, Any]) -> str:
                       f"[DPO dynamics]({figures[target]['dpo-dynamics']})"]
         elif kind == "findings":
             lines += findings_table(results, target)
+        elif kind == "mechanism":
+            lines += mechanism_table(rows)
         else:
             lines += [line for line in checks_markdown((results.get("paper_checks") or {}).get(target) or [])
                       if line.startswith("- ")]
@@ -197,6 +201,69 @@ def findings_table(results: dict[str, Any], target: str) -> list[str]:
     rows = findings_rows((results.get("paper_checks") or {}).get(target) or [])
     return ["| " + " | ".join(FINDINGS_HEADER) + " |", "|---" * len(FINDINGS_HEADER) + "|",
             *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)]
+
+
+# ---------------------------------------------------------------------------------------------- the mechanism
+
+MECHANISM_HEADER = ("configuration", "pairs judged harmful: chosen / rejected", "pairs refusing: chosen / rejected",
+                    "probe accuracy ({feature})", "harm ASR ({suites})", "refusal, harmful prompts ({suites})",
+                    "refusal, benign prompts (n={n})", "answers collapsed")
+
+
+def _sides(block: dict[str, Any] | None) -> str:
+    if not block or not block["gap"]["n"]:
+        return "–"
+    return f"{block['chosen']['rate']:.2f} / {block['rejected']['rate']:.2f}"
+
+
+def _per_suite(results: list[dict[str, Any]], suites: list[str], value: str) -> str:
+    """One number per harmful suite (unattacked prompts), seeds pooled, joined by " / "."""
+    found = {r.get("suite"): r.get(value) for r in results if r["attack"] == "none"}
+    return " / ".join("–" if found.get(suite) is None else f"{found[suite]:.2f}" for suite in suites)
+
+
+def _refusals(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Refusal on harmful prompts per suite: the `refusal` judge's (seeds pooled) where the run had it, else the
+    refusal measure of the answer-quality read of harmful answers."""
+    judged = [r for r in row["refusal"] if r["measure"] == "refusal"]
+    if judged:
+        return judged
+    return [{"suite": q["suite"], "attack": "none", "rate": q.get("refusal_rate")}
+            for q in (row.get("benign") or {}).get("harmful", [])]
+
+
+def mechanism_table(rows: dict[str, Any]) -> list[str]:
+    """One row per configuration: what its pairs carry (how often the chosen and the rejected side were judged
+    harmful and refusing, and how separable they are) beside what DPO on them made of the model (harm ASR and refusal
+    per harmful suite, refusal on benign prompts, collapse). A verdict that does not reproduce is read here: pairs
+    whose chosen side refuses more teach refusing, and a lower ASR that comes with refusing benign prompts or with
+    collapsed answers is not the safety the paper measured."""
+    suites = list(dict.fromkeys(r.get("suite") for row in rows.values() for r in row["safety"]
+                                if r["attack"] == "none" and r["judge"] == JUDGE))
+    features = {f for row in rows.values() if row.get("audit") for f in row["audit"]["features"]}
+    feature = FEATURE if FEATURE in features else min(features, default=FEATURE)
+    n = next((row["benign"]["n"] for row in rows.values() if row.get("benign")), 0)
+    header = [cell.format(feature=feature, suites=" / ".join(map(str, suites)), n=n) for cell in MECHANISM_HEADER]
+    collapsed = collapsed_configurations(rows)
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, row in rows.items():
+        audit = row.get("audit") or {}
+        diagnostics = audit.get("pair_diagnostics") or {}
+        probe = (audit.get("features") or {}).get(feature)
+        benign = row.get("benign") or {}
+        cells = [row["label"], _sides(diagnostics.get("harmful")), _sides(diagnostics.get("refusal")),
+                 f"{probe['accuracy']:.2f}" if probe else "–",
+                 _per_suite([r for r in row["safety"] if r["judge"] == JUDGE], suites, "asr"),
+                 _per_suite(_refusals(row), suites, "rate"),
+                 f"{benign['refusal_rate']:.2f} {_ci(benign['refusal_rate_ci'])}"
+                 if benign.get("refusal_rate") is not None else "–",
+                 "; ".join(collapsed[name]) if name in collapsed else "no"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
+
+
+def _ci(values: list[float] | None) -> str:
+    return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
 def section_heading(name: str) -> str:
