@@ -3,10 +3,10 @@
 
 - LM reads: the ``harm`` and ``refusal`` judges (SmolLM2 read) on a seeded sample of labelled answers (GPTFuzz's
   evaluate split, XSTest's completions). Target: each judge's verdicts agree with float32's on >= 99% of answers.
-- generation: SmolLM2's greedy answers to the first AdvBench behaviours (the quick run's setting, 48 tokens).
+- generation: SmolLM2's greedy answers to the first AdvBench behaviours (configs/small-grid.yaml's setting, 48 tokens).
   Reported: the share identical to float32's, and the ``harm`` judge's harmful rate on each (the figure a run reads).
   Target: at least ``MIN_IDENTICAL`` identical, and harmful rates within ``MAX_RATE_GAP``.
-- training: DPO on SafeRLHF pairs with the quick run's settings (full fine-tune, learning rate 5e-5, batch 4,
+- training: DPO on SafeRLHF pairs with configs/small-grid.yaml's settings (full fine-tune, learning rate 5e-5, batch 4,
   max_length 160), bfloat16 autocast over float32 weights. Target: the mean loss over the run within
   ``MEAN_LOSS_TOLERANCE`` of float32's, and every logged step's within ``STEP_LOSS_TOLERANCE``.
 - speed: CPU seconds of each workload in each precision (the process's own, so other work on a shared machine does
@@ -48,7 +48,7 @@ MIN_AGREEMENT = 0.99
 MIN_IDENTICAL = 0.5
 MAX_RATE_GAP = 0.10
 # The mean training loss is held to 0.02, the tolerance bench_dpo.py holds safepref's trainer to against TRL's own for
-# the same statistic. A single step's loss is one batch of 4 pairs: at the quick run's learning rate float32's own
+# the same statistic. A single step's loss is one batch of 4 pairs: at that learning rate float32's own
 # curve moved by up to 0.08 between consecutive steps (0.779 -> 0.699), and the two precisions' weights drift apart
 # step by step, so a step is held to 0.05 (steps 1-5 stayed within 0.02, step 6 was 0.023 apart:
 # python benchmarks/bench_bf16.py).

@@ -2,7 +2,7 @@
 evaluation in float32 measured in the same run (the anchor: the path every CPU took before the device policy
 measured bfloat16).
 
-The work is the quick run's: SmolLM2 answers the first N AdvBench behaviours greedily (48 new tokens), and the
+The work is configs/small-grid.yaml's: SmolLM2 answers the first N AdvBench behaviours greedily (48 new tokens), and the
 ``harm``, ``keyword`` and ``classifier`` judges read every answer. Each evaluation runs as its own
 ``safepref eval-safety`` process, as a stage does (imports and model loads included), in a fresh folder; a first
 evaluation of one behaviour prepares what every later one reuses (converted models, the classifier, the precision

@@ -106,7 +106,7 @@ def _identity(name_or_path: str, resolved: str) -> dict[str, Any]:
         return {"bundled": name_or_path, "sha256": models.REGISTRY[name_or_path].sha256}
     if Path(resolved).is_dir():
         # the files' content, not where they lie: a moved or copied run folder keeps its results (with the path in
-        # the key, re-judging a copy of the quick run re-ran lm-eval on every trained model)
+        # the key, re-judging a copy of a run's bundle re-ran lm-eval on every trained model)
         return {"files": _folder_identity(Path(resolved))}
     return {"hub": resolved}
 
