@@ -32,7 +32,7 @@ from safepref.core.keys import content_key
 from safepref.core.records import LabelledResponse, Verdict
 from safepref.core.stats import agreement, wilson_interval
 from safepref.judges.classifier import ClassifierJudge
-from safepref.judges.head import TrainedJudge, shipped_card, shipped_head_path
+from safepref.judges.head import EMPTY_ANSWER_RULE, HARM_HEADS, TrainedJudge, shipped_card, shipped_head_path
 from safepref.judges.keyword import KeywordJudge, keyword_phrases
 from safepref.judges.llm import LLMJudge, LLMJudgeConfig
 from safepref.judges.refusal import RefusalJudge, refusal_phrases
@@ -106,12 +106,14 @@ TRAINED_HEADS = ("harm", "refusal", "harm-fast", "refusal-fast")
 def judge_fingerprints(names: list[str], dtype: str = "auto") -> dict[str, str | None]:
     """What each judge decides from, for the content keys of stages whose results a judge decides: a rule judge's
     phrase list; a trained judge's shipped head and both phrase lists (its refusal flags read them), and the
-    precision of its LM read when that is not float32 (``dtype``: as given to the judge, see judges.hidden_states).
-    None: nothing shipped to fingerprint. Retraining a head or editing a list makes a resumed run judge again."""
+    precision of its LM read when that is not float32 (``dtype``: as given to the judge, see judges.hidden_states),
+    and a harm head's rule for empty answers. None: nothing shipped to fingerprint. Retraining a head or editing a
+    list makes a resumed run judge again."""
 
     phrases = {"keyword": content_key(keyword_phrases()), "refusal-rules": content_key(refusal_phrases())}
     heads = {name: shipped_head_path(name) for name in TRAINED_HEADS if name in names}
-    found = {**phrases, **{name: content_key(file_fingerprint(path), phrases, *_read_precision(name, dtype))
+    found = {**phrases, **{name: content_key(file_fingerprint(path), phrases, *_read_precision(name, dtype),
+                                             *([EMPTY_ANSWER_RULE] if name in HARM_HEADS else []))
                            for name, path in heads.items() if path.is_file()}}
     return {name: found.get(name) for name in names}
 
