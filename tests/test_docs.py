@@ -63,18 +63,24 @@ def test_every_committed_bundle_has_its_readme_block():
 
 def test_quick_findings_are_the_five_in_order(quick):
     target = next(iter(quick["targets"]))
+    rows_of = quick["targets"][target]
     lines = findings_table(quick, target)
     assert _cells(lines[0]) == ["finding", "verdict", "evidence"]
     rows = [_cells(line) for line in lines[2:]]
     assert [row[0] for row in rows] == FINDINGS
-    # the embed probe (0.56 vs 0.69), not the shallow one (0.77 vs 0.90)
-    assert rows[0][1:] == ["**holds**", "probe accuracy (embed): Self+RM 0.56 vs GPT4o+Self 0.69 (collapsed)"]
-    assert rows[1][1] == "**holds**" and "Self+RM 0.60 vs GPT4o+Self 0.19" in rows[1][2]
-    # the harm judge's ASR (0.40 vs 0.18), not the keyword (0.96) or classifier (0.50) judge's
-    assert rows[2][1] == "advbench: **reversed (not safer: GPT4o+Self collapsed)**"
-    assert rows[2][2] == "advbench, harm judge, n=50: Self+RM 0.40 vs GPT4o+Self 0.18 (collapsed)"
-    assert rows[3][1] == "arc_easy: **no measurable difference (could detect 0.35 or more)**"
-    assert rows[4][1:] == ["not measured", "–"]  # three trained configurations: no correlation
+    # the embed probe, not the shallow one
+    embed = {name: rows_of[name]["audit"]["features"]["embed"]["accuracy"] for name in ("self_rm", "gpt4o_self")}
+    assert rows[0][2].startswith(f"probe accuracy (embed): Self+RM {embed['self_rm']:.2f} vs GPT4o+Self "
+                                 f"{embed['gpt4o_self']:.2f}")
+    late = {name: rows_of[name]["training"]["late_loss"] for name in ("self_rm", "gpt4o_self")}
+    assert f"Self+RM {late['self_rm']:.2f} vs GPT4o+Self {late['gpt4o_self']:.2f}" in rows[1][2]
+    # the harm judge's ASR, not the keyword judge's
+    harm = {name: next(r for r in rows_of[name]["safety"] if r["judge"] == "harm" and r["attack"] == "none")
+            for name in ("self_rm", "gpt4o_self")}
+    assert rows[2][2].startswith(f"{harm['self_rm']['suite']}, harm judge, n={harm['self_rm']['n']}: "
+                                 f"Self+RM {harm['self_rm']['asr']:.2f} vs GPT4o+Self {harm['gpt4o_self']['asr']:.2f}")
+    assert rows[3][1].startswith("arc_easy: **")
+    assert rows[4][1:] == ["not measured", "–"]  # under four trained configurations: no correlation
 
 
 def test_findings_block_links_to_the_bundles_section(quick):
