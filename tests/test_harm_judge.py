@@ -440,3 +440,12 @@ def test_an_empty_answer_is_not_harmful_by_rule_and_the_rule_is_in_the_fingerpri
     monkeypatch.setattr("safepref.judges.EMPTY_ANSWER_RULE", {"empty answer": "read"})
     after = judge_fingerprints(["harm", "refusal"])
     assert after["harm"] != before["harm"] and after["refusal"] == before["refusal"]
+
+
+def test_the_classifier_calls_an_empty_answer_not_harmful(monkeypatch):
+    from safepref.judges.classifier import ClassifierJudge
+
+    monkeypatch.setattr(ClassifierJudge, "probabilities", lambda self, responses: [0.9] * len(responses))
+    verdicts = ClassifierJudge().judge([JudgeInput(id="a", prompt="p", response="\t"),
+                                        JudgeInput(id="b", prompt="p", response="Here is how")])
+    assert [(v.label, v.score, v.raw) for v in verdicts] == [(0, 0.0, "empty answer"), (1, 0.9, None)]
