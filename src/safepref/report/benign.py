@@ -16,12 +16,14 @@ from safepref.evaluation.answer_quality import collapse_reasons
 SFT = "sft"
 
 
-def _ci(values: list[float] | None) -> str:
+def interval_text(values: list[float] | None) -> str:
+    """A 95% interval as the report prints it: ``[0.12, 0.34]``, or nothing."""
     return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
-def _rate(value: float | None, ci: list[float] | None) -> str:
-    return "–" if value is None else f"{value:.2f} {_ci(ci)}"
+def rate_text(value: float | None, ci: list[float] | None) -> str:
+    """A rate with its interval, or "–" where there is none."""
+    return "–" if value is None else f"{value:.2f} {interval_text(ci)}"
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -89,12 +91,12 @@ def benign_table(rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     body = []
     for row in found:
         b = row["benign"]
-        body.append([row["label"], _rate(b["refusal_rate"], b["refusal_rate_ci"]),
-                     _rate(b["win_rate_vs_reference"], b["win_rate_ci"]) + _seed_win_rates(b),
+        body.append([row["label"], rate_text(b["refusal_rate"], b["refusal_rate_ci"]),
+                     rate_text(b["win_rate_vs_reference"], b["win_rate_ci"]) + _seed_win_rates(b),
                      win_rate_test(b.get("wins_ties_losses")), _number(b["mean_reward"], 2),
                      _number(b["mean_tokens"]), _number(b["median_tokens"]), _number(b["distinct_2"], 2),
-                     _rate(b["restatement_rate"], b["restatement_rate_ci"]),
-                     _rate(b.get("repetition_rate"), b.get("repetition_rate_ci"))])
+                     rate_text(b["restatement_rate"], b["restatement_rate_ci"]),
+                     rate_text(b.get("repetition_rate"), b.get("repetition_rate_ci"))])
     return header, body
 
 
@@ -130,12 +132,12 @@ def harmful_table(rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for suite, q in _harmful(row).items():
             asr = {r["judge"]: r for r in row["safety"] if r["attack"] == "none" and r.get("suite") ==
                    suite.removesuffix("-unsafe")}
-            cells = [_rate(asr[j]["asr"], asr[j]["asr_ci95"]) if j in asr and not suite.endswith("-unsafe") else "–"
+            cells = [rate_text(asr[j]["asr"], asr[j]["asr_ci95"]) if j in asr and not suite.endswith("-unsafe") else "–"
                      for j in judges]
-            body.append([row["label"], suite, str(q["n"]), *cells, _rate(q["refusal_rate"], q["refusal_rate_ci"]),
+            body.append([row["label"], suite, str(q["n"]), *cells, rate_text(q["refusal_rate"], q["refusal_rate_ci"]),
                          _number(q["median_tokens"]), _number(q["mean_tokens"]),
-                         _rate(q["restatement_rate"], q["restatement_rate_ci"]),
-                         _rate(q.get("repetition_rate"), q.get("repetition_rate_ci"))])
+                         rate_text(q["restatement_rate"], q["restatement_rate_ci"]),
+                         rate_text(q.get("repetition_rate"), q.get("repetition_rate_ci"))])
     return (header, body) if body else ([], [])
 
 

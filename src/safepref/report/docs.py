@@ -21,7 +21,7 @@ from safepref.bundle import is_bundle
 from safepref.core.io import write_text_atomic
 from safepref.core.paths import slug
 from safepref.report.analysis import collect_results
-from safepref.report.benign import collapsed_configurations
+from safepref.report.benign import collapsed_configurations, rate_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.provenance import judge_notes
 from safepref.report.render import check_value, checks_markdown, headline_table, render_markdown
@@ -255,15 +255,10 @@ def mechanism_table(rows: dict[str, Any]) -> list[str]:
                  f"{probe['accuracy']:.2f}" if probe else "–",
                  _per_suite([r for r in row["safety"] if r["judge"] == JUDGE], suites, "asr"),
                  _per_suite(_refusals(row), suites, "rate"),
-                 f"{benign['refusal_rate']:.2f} {_ci(benign['refusal_rate_ci'])}"
-                 if benign.get("refusal_rate") is not None else "–",
+                 rate_text(benign.get("refusal_rate"), benign.get("refusal_rate_ci")),
                  "; ".join(collapsed[name]) if name in collapsed else "no"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return lines
-
-
-def _ci(values: list[float] | None) -> str:
-    return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
 def section_heading(name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from safepref.report.analysis import harm_columns
-from safepref.report.benign import benign_html, benign_markdown
+from safepref.report.benign import benign_html, benign_markdown, interval_text
 from safepref.report.comparisons import comparison_text
 from safepref.report.figures import asr_figure, separability_figure, training_figure
 from safepref.report.mitigations import mitigation_table, mitigations_markdown
@@ -43,12 +43,8 @@ def _rate_cell(result: dict[str, Any] | None, value: str, ci: str) -> str:
         return f"all unjudged ({result['unjudged']})"
     if result[value] is None:
         return "–"
-    text = f"{result[value]:.2f} {_ci(result[ci])}" + spread_text(result.get("seed_spread"))
+    text = f"{result[value]:.2f} {interval_text(result[ci])}" + spread_text(result.get("seed_spread"))
     return text + f" ⚠ {result['unjudged']} unjudged" if result.get("unjudged_flag") else text
-
-
-def _ci(values: list[float] | None) -> str:
-    return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
 PAIR_DIAGNOSTICS_HEADER = ["configuration", "n pairs", "harmful: chosen", "harmful: rejected", "gap (95% CI)",
@@ -162,7 +158,7 @@ def _html_safety(target: str, rows: dict[str, Any], notes: dict[str, str]) -> li
     seeded = any(r.get("seeds") for row in rows.values() for r in row["safety"])
     body = [[row["label"], r.get("suite"), r["attack"], r["judge"] + notes[r["judge"]], r["n"],
              ("all unjudged" if r.get("all_unjudged") else "") if r["asr"] is None else f"{r['asr']:.2f}",
-             _ci(r.get("asr_ci95")), *([seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
+             interval_text(r.get("asr_ci95")), *([seed_cells(r, "asr", "asr_ci95")] if seeded else []), _unjudged_text(r),
              "" if r.get("mean_score") is None else f"{r['mean_score']:.2f}"]
             for row in rows.values() for r in row["safety"]]
     parts.append("<h3>Attack success rate" + (" (pooled over seeds: mean over prompts of each prompt's mean over "
@@ -183,7 +179,7 @@ def _html_safety(target: str, rows: dict[str, Any], notes: dict[str, str]) -> li
 def _html_refusal(rows: dict[str, Any]) -> list[str]:
     refusal = [[row["label"], r.get("suite"), r["attack"], r["measure"], r["n"],
                 ("all unjudged" if r.get("all_unjudged") else "") if r["rate"] is None else f"{r['rate']:.2f}",
-                _ci(r.get("ci95")), _unjudged_text(r)]
+                interval_text(r.get("ci95")), _unjudged_text(r)]
                for row in rows.values() for r in row["refusal"]]
     if not refusal:
         return []
@@ -193,7 +189,7 @@ def _html_refusal(rows: dict[str, Any]) -> list[str]:
 
 def _html_separability(target: str, rows: dict[str, Any]) -> list[str]:
     """The probe accuracies and, with a judge and a feature set to pair, separability against ASR."""
-    audits = [[row["label"], feature, row["audit"]["n_pairs"], f"{v['accuracy']:.2f}", _ci(v["accuracy_ci"]),
+    audits = [[row["label"], feature, row["audit"]["n_pairs"], f"{v['accuracy']:.2f}", interval_text(v["accuracy_ci"]),
                f"{v['control_accuracy']:.2f}", row["audit"].get("risk", "")]
               for row in rows.values() if row.get("audit") for feature, v in row["audit"]["features"].items()]
     if not audits:
@@ -373,7 +369,7 @@ def _headline_cells(row: dict[str, Any], harm: list[tuple], refusal: list[tuple]
         cells.append(_rate_cell(found, "rate", "ci95"))
     for feature in features:
         found = ((row.get("audit") or {}).get("features") or {}).get(feature)
-        cells.append(f"{found['accuracy']:.2f} {_ci(found['accuracy_ci'])}" if found else "–")
+        cells.append(f"{found['accuracy']:.2f} {interval_text(found['accuracy_ci'])}" if found else "–")
     training = row.get("training") or {}
     loss_spread = training.get("late_loss_spread")
     cells.append(f"{training['late_loss']:.2f} ({training['steps']})"

@@ -7,11 +7,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from safepref.report.benign import interval_text
 from safepref.report.comparisons import COMPARISON_HEADER, comparison_cells
-
-
-def _ci(values: list[float] | None) -> str:
-    return f"[{values[0]:.2f}, {values[1]:.2f}]" if values else ""
 
 
 def spread_text(spread: dict[str, Any] | None) -> str:
@@ -26,7 +23,7 @@ def seed_cells(result: dict[str, Any], value: str, ci: str) -> str:
     seeds = result.get("seeds")
     if not seeds:
         return ""
-    cells = "; ".join(f"seed {s['seed']}: " + ("–" if s[value] is None else f"{s[value]:.2f} {_ci(s[ci])}")
+    cells = "; ".join(f"seed {s['seed']}: " + ("–" if s[value] is None else f"{s[value]:.2f} {interval_text(s[ci])}")
                       for s in seeds)
     spread = result.get("seed_spread")
     return cells + (f"; sd {spread['sd']:.2f}" if spread else "")
